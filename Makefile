@@ -1,0 +1,30 @@
+# Clarity: `make run` serves the API, `make test` runs the suite. Both work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements-installed
+
+.PHONY: run test bench deps postgres clean
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+deps: $(STAMP)
+
+postgres: deps
+	$(BIN)/python -m clarity.localpg ensure >/dev/null
+
+run: deps postgres
+	$(BIN)/python -m clarity.localpg serve
+
+test: deps postgres
+	$(BIN)/python -m pytest
+
+bench: deps postgres
+	$(BIN)/python -m bench.run
+
+clean:
+	-$(BIN)/python -m clarity.localpg stop
+	rm -rf .var $(VENV)

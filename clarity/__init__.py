@@ -1,0 +1,48 @@
+"""Clarity: the data backend of a clinical platform."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from flask import Flask
+
+
+@dataclasses.dataclass
+class Clarity:
+    """What the app needs at run time, built once by create_app (``app.extensions["clarity"]``)."""
+
+    settings: object
+    db: object
+    passwords: object
+
+
+def create_app(settings=None, *, keyring=None) -> Flask:
+    """The app factory. ``settings`` defaults to the environment (clarity.config.from_env).
+
+    Reads configuration and SQL files, builds the pool (opened later, after fork or on first
+    use) and registers the API. No connection is made here.
+    """
+    from clarity import api, cli, config, db, queries
+    from clarity.security.crypto import Keyring
+    from clarity.security.passwords import Passwords
+
+    settings = settings or config.from_env()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    if keyring is None and settings.data_keys and settings.blind_index_key:
+        keyring = Keyring(settings.data_keys, settings.active_data_key, settings.blind_index_key)
+    elif keyring is None:
+        # Production refuses this in config.validate; elsewhere the CLI (keys generate,
+        # db upgrade) still works and PHI routes answer 503 until keys are configured.
+        logging.getLogger(__name__).warning(
+            "CLARITY_DATA_KEYS / CLARITY_BLIND_INDEX_KEY unset: PHI is unavailable")
+
+    app = Flask(__name__)
+    app.extensions["clarity"] = Clarity(
+        settings=settings,
+        db=db.Database(settings, queries.load(), keyring),
+        passwords=Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
+    )
+    api.init_app(app)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,113 @@
+"""The REST API: flask-smorest blueprints, problem+json errors, request hooks."""
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+import uuid
+
+import psycopg
+from flask import g, jsonify, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from clarity import errors
+
+log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def init_app(app) -> None:
+    from clarity.api import auth, health, patients, users
+
+    settings = app.extensions["clarity"].settings
+    app.config.update(
+        API_TITLE="Clarity",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        MAX_CONTENT_LENGTH=4 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+        API_SPEC_OPTIONS={"components": {"securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearerAuth": []}]},
+    )
+    if settings.proxy_count:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count)
+    api = Api(app)
+    for module in (auth, users, patients):
+        api.register_blueprint(module.blp)
+    app.register_blueprint(health.blp)
+    app.before_request(_start_request)
+    app.after_request(_finish_response)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(errors.ClarityError, _clarity_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _start_request():
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    if request.method in _BODY_METHODS and request.path.startswith("/api/"):
+        has_body = request.content_length or request.headers.get("Transfer-Encoding")
+        if (has_body or request.mimetype) and not request.is_json:
+            raise errors.UnsupportedMediaType("Send the body as application/json.")
+
+
+def _finish_response(response):
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+def problem(status: int, title: str, detail: str, headers=None, **extra):
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+            "instance": request.path, "request_id": g.get("request_id")}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _clarity_error(exc: errors.ClarityError):
+    if exc.status >= 500:
+        log.error("%s: %s", type(exc).__name__, exc.detail)
+    return problem(exc.status, exc.title, exc.detail, exc.headers, field=exc.field)
+
+
+def _http_error(exc: HTTPException):
+    data = getattr(exc, "data", None) or {}
+    detail = exc.description or exc.name
+    messages = data.get("messages")
+    if exc.code == 422:
+        detail = "The request has invalid or unknown fields."
+    elif exc.code == 400 and messages:
+        detail = "The request body is not valid JSON."
+        messages = None
+    headers = dict(getattr(exc, "headers", None) or data.get("headers") or {})
+    headers.pop("Content-Type", None)
+    return problem(exc.code or 500, exc.name, detail, headers, errors=messages)
+
+
+def _unexpected_error(exc: Exception):
+    translated = errors.translate(exc)
+    if translated is not None:
+        return _clarity_error(translated)
+    if isinstance(exc, psycopg.Error):
+        # Driver messages can quote input values: log the class and SQLSTATE only.
+        log.error("database error %s (SQLSTATE %s)", type(exc).__name__, getattr(exc, "sqlstate", None))
+    else:
+        # The traceback without the exception's message, which may quote a value.
+        log.error("unexpected %s\n%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+    return problem(500, "Internal Server Error", "An unexpected error occurred.")

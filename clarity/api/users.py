@@ -1,0 +1,91 @@
+"""Staff users: /api/v1/users (admin) and /api/v1/users/me."""
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from clarity.api.common import Text, clarity, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.security.access import ROLES
+from clarity.services import users
+
+blp = Blueprint("users", __name__, url_prefix="/api/v1/users", description="Staff users")
+
+Password = lambda **kw: Text(min_length=12, max_length=256, load_only=True, **kw)  # noqa: E731
+
+
+class UserSchema(Schema):
+    id = fields.UUID(dump_only=True)
+    email = fields.Email(dump_only=True)
+    display_name = fields.String(dump_only=True)
+    role = fields.String(dump_only=True)
+    disabled = fields.Boolean(dump_only=True)
+    version = fields.Integer(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+
+class UserCreateSchema(Schema):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    display_name = Text(required=True, max_length=200)
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    password = Password(required=True)
+
+
+class UserUpdateSchema(Schema):
+    display_name = Text(max_length=200)
+    role = fields.String(validate=validate.OneOf(ROLES))
+    password = Password()
+    disabled = fields.Boolean()
+
+    @validates_schema
+    def _not_empty(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Send at least one field to change.")
+
+
+class UserListArgs(Schema):
+    limit = limit_field()
+    cursor = cursor_field()
+
+
+@blp.route("/me", methods=["GET"])
+@blp.response(200, UserSchema)
+def get_me():
+    """The signed-in user."""
+    user = run(lambda uow, actor: users.get_me(uow, actor))
+    return user, 200, etag(user.version)
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(UserListArgs, location="query")
+@blp.response(200, UserSchema(many=True))
+def list_users(args):
+    """All staff users, in creation order (admin only); next page in the Link header."""
+    page = run(lambda uow, actor: users.list_users(uow, actor, after=decode_cursor(args["cursor"]),
+                                                   limit=args["limit"] + 1))
+    more = len(page) > args["limit"]
+    page = page[:args["limit"]]
+    after = (page[-1].created_at, page[-1].id) if more else None
+    return page, 200, next_link(after)
+
+
+@blp.route("", methods=["POST"])
+@blp.arguments(UserCreateSchema)
+@blp.response(201, UserSchema)
+def create_user(body):
+    """Create a staff user (admin only). 409 when the email is taken."""
+    user = run(lambda uow, actor: users.create_user(uow, actor, passwords=clarity().passwords, **body))
+    return user, 201, {"Location": f"/api/v1/users/{user.id}", **etag(user.version)}
+
+
+@blp.route("/<uuid:user_id>", methods=["PATCH"])
+@blp.arguments(UserUpdateSchema)
+@blp.response(200, UserSchema)
+def update_user(body, user_id):
+    """Change a user's name, role or password, or disable them (admin only; If-Match).
+
+    Disabling a user, changing their role or setting their password ends their sessions."""
+    version = if_match_version()
+    user = run(lambda uow, actor: users.update_user(uow, actor, user_id, version, body,
+                                                    passwords=clarity().passwords))
+    return user, 200, etag(user.version)

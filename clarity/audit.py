@@ -1,0 +1,22 @@
+"""Audit events: who did what to which record, when, from where, with what outcome.
+
+Events carry ids and field names only, never values. The unit of work buffers them and
+writes them in one INSERT in the same transaction as the access they record.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+CREATE, READ, UPDATE, DELETE, EXECUTE = "C", "R", "U", "D", "E"
+
+
+@dataclasses.dataclass
+class AuditEvent:
+    action: str  # FHIR AuditEvent.action: C, R, U, D or E
+    event_type: str  # what happened, e.g. "patient.read", "auth.login"
+    entity_type: str | None = None
+    entity_id: object = None
+    patient_id: object = None
+    fields: tuple[str, ...] = ()
+    outcome: str = "success"  # success, failure or denied
+    actor_id: object = None  # set when the actor is not the unit of work's (a login)

@@ -1,0 +1,131 @@
+"""Settings read from the environment (12-factor); nothing is read at import time."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+from collections.abc import Mapping
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a runnable service."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    database_url: str | None = None
+    migration_database_url: str | None = None
+    pool_min_size: int = 2
+    pool_max_size: int = 8
+    pool_timeout: float = 3.0
+    pool_max_lifetime: float = 3600.0
+    pool_max_idle: float = 600.0
+    statement_timeout_ms: int = 5000
+    data_keys: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    active_data_key: str | None = None
+    blind_index_key: bytes | None = None
+    token_idle_minutes: int = 15
+    token_max_age_hours: int = 12
+    login_max_failures: int = 5
+    login_max_failures_per_address: int = 20
+    login_failure_window_seconds: int = 900
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    proxy_count: int = 0
+    log_level: str = "INFO"
+
+    @property
+    def conninfo(self) -> str:
+        return self.database_url or ""
+
+
+_INT_FIELDS = {
+    "CLARITY_DB_POOL_MIN": "pool_min_size",
+    "CLARITY_DB_POOL_MAX": "pool_max_size",
+    "CLARITY_STATEMENT_TIMEOUT_MS": "statement_timeout_ms",
+    "CLARITY_TOKEN_IDLE_MINUTES": "token_idle_minutes",
+    "CLARITY_TOKEN_MAX_AGE_HOURS": "token_max_age_hours",
+    "CLARITY_LOGIN_MAX_FAILURES": "login_max_failures",
+    "CLARITY_LOGIN_MAX_FAILURES_PER_ADDRESS": "login_max_failures_per_address",
+    "CLARITY_LOGIN_FAILURE_WINDOW_SECONDS": "login_failure_window_seconds",
+    "CLARITY_ARGON2_TIME_COST": "argon2_time_cost",
+    "CLARITY_ARGON2_MEMORY_KIB": "argon2_memory_kib",
+    "CLARITY_PROXY_COUNT": "proxy_count",
+}
+_FLOAT_FIELDS = {
+    "CLARITY_DB_POOL_TIMEOUT": "pool_timeout",
+    "CLARITY_DB_POOL_MAX_LIFETIME": "pool_max_lifetime",
+    "CLARITY_DB_POOL_MAX_IDLE": "pool_max_idle",
+}
+
+
+def decode_key(text: str, name: str) -> bytes:
+    """Decode a urlsafe-base64 32-byte key; raise ConfigError naming the variable, never the key."""
+    try:
+        key = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except (ValueError, TypeError):
+        raise ConfigError(f"{name} is not valid base64") from None
+    if len(key) != 32:
+        raise ConfigError(f"{name} must decode to 32 bytes")
+    return key
+
+
+def parse_data_keys(text: str) -> dict[str, bytes]:
+    """Parse ``kid:key,kid:key`` into a dict of key id -> 32-byte key."""
+    keys = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kid, sep, key = item.partition(":")
+        if not sep or not kid:
+            raise ConfigError("CLARITY_DATA_KEYS entries must look like key_id:base64key")
+        keys[kid] = decode_key(key, f"CLARITY_DATA_KEYS[{kid}]")
+    return keys
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from environment variables; raise ConfigError on a bad value."""
+    environ = os.environ if environ is None else environ
+    values: dict = {"env": environ.get("CLARITY_ENV", "development")}
+    values["database_url"] = environ.get("DATABASE_URL") or None
+    values["migration_database_url"] = environ.get("CLARITY_MIGRATION_DATABASE_URL") or None
+    values["log_level"] = environ.get("CLARITY_LOG_LEVEL", "INFO").upper()
+    for var, field in _INT_FIELDS.items():
+        if environ.get(var):
+            values[field] = _number(environ[var], var, int)
+    for var, field in _FLOAT_FIELDS.items():
+        if environ.get(var):
+            values[field] = _number(environ[var], var, float)
+    if environ.get("CLARITY_DATA_KEYS"):
+        values["data_keys"] = parse_data_keys(environ["CLARITY_DATA_KEYS"])
+        values["active_data_key"] = environ.get("CLARITY_ACTIVE_DATA_KEY") or next(iter(values["data_keys"]))
+    if environ.get("CLARITY_BLIND_INDEX_KEY"):
+        values["blind_index_key"] = decode_key(environ["CLARITY_BLIND_INDEX_KEY"], "CLARITY_BLIND_INDEX_KEY")
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Refuse settings the service cannot run with; production needs a database URL and keys."""
+    if settings.active_data_key and settings.active_data_key not in settings.data_keys:
+        raise ConfigError("CLARITY_ACTIVE_DATA_KEY names a key that is not in CLARITY_DATA_KEYS")
+    if settings.pool_min_size < 0 or settings.pool_max_size < max(1, settings.pool_min_size):
+        raise ConfigError("CLARITY_DB_POOL_MAX must be at least 1 and at least CLARITY_DB_POOL_MIN")
+    if settings.env == "production":
+        missing = [name for name, value in (
+            ("DATABASE_URL", settings.database_url),
+            ("CLARITY_DATA_KEYS", settings.data_keys),
+            ("CLARITY_BLIND_INDEX_KEY", settings.blind_index_key),
+        ) if not value]
+        if missing:
+            raise ConfigError("production refuses to start without " + ", ".join(missing))
+
+
+def _number(text: str, var: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{var} must be a number") from None
+    if value < 0:
+        raise ConfigError(f"{var} must not be negative")
+    return value

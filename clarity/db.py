@@ -1,0 +1,229 @@
+"""Connection pool lifecycle and the unit of work.
+
+The pool is opened after gunicorn forks (``post_worker_init``) or lazily on first use; a unit
+of work holds one pooled connection and one transaction, and nested units become savepoints.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from functools import cached_property
+
+import psycopg
+from psycopg import errors as pg
+from psycopg_pool import ConnectionPool
+
+from clarity import audit, errors
+from clarity.repositories.audit import AuditRepository
+from clarity.repositories.patients import PatientRepository
+from clarity.repositories.users import TokenRepository, UserRepository
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+RETRYABLE = (pg.SerializationFailure, pg.DeadlockDetected)
+MAX_ATTEMPTS = 4
+
+
+class Database:
+    """Owns the pool. ``connection()`` yields a connection for one unit of work."""
+
+    def __init__(self, settings, queries, keyring):
+        self.settings = settings
+        self.queries = queries
+        self.keyring = keyring
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+        self._fixed_connection = None
+
+    def open(self, wait: bool = False) -> ConnectionPool:
+        """Open the pool if it is not open yet (idempotent); return it."""
+        with self._lock:
+            if self._pool is None:
+                s = self.settings
+                self._pool = ConnectionPool(
+                    s.conninfo,
+                    open=False,
+                    min_size=s.pool_min_size,
+                    max_size=s.pool_max_size,
+                    timeout=s.pool_timeout,
+                    max_lifetime=s.pool_max_lifetime,
+                    max_idle=s.pool_max_idle,
+                    check=ConnectionPool.check_connection,
+                    kwargs={
+                        "autocommit": True,
+                        "options": f"-c statement_timeout={int(s.statement_timeout_ms)}",
+                        "application_name": "clarity",
+                        "connect_timeout": max(1, int(s.pool_timeout)),
+                    },
+                    name="clarity",
+                )
+                self._pool.open(wait=False)
+        if wait:
+            self._pool.wait(timeout=self.settings.pool_timeout)
+        return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def use_connection(self, conn) -> None:
+        """Route every unit of work through ``conn`` (tests: a connection inside a transaction)."""
+        self._fixed_connection = conn
+
+    @contextlib.contextmanager
+    def connection(self):
+        """Yield a connection; PoolTimeout becomes Unavailable (503 with Retry-After)."""
+        if self._fixed_connection is not None:
+            yield self._fixed_connection
+            return
+        pool = self._pool or self.open()
+        try:
+            cm = pool.connection(timeout=self.settings.pool_timeout)
+            conn = cm.__enter__()
+        except Exception as exc:
+            raise (errors.translate(exc) or exc) from exc
+        try:
+            yield conn
+        except BaseException as exc:
+            if not cm.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            cm.__exit__(None, None, None)
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether the database answers through the pool and every migration file is applied."""
+        if self.keyring is None:
+            return False, "encryption keys are not configured"
+        try:
+            with self.connection() as conn:
+                applied = {row[0] for row in self.queries.health.list_applied_migrations.all(conn)}
+        except (errors.ClarityError, psycopg.Error) as exc:
+            return False, f"database unavailable ({type(exc).__name__})"
+        pending = migration_ids() - applied
+        if pending:
+            return False, f"{len(pending)} migration(s) not applied"
+        return True, "ok"
+
+    def unit_of_work(self, conn, **context) -> "UnitOfWork":
+        return UnitOfWork(conn, self.queries, self.keyring, **context)
+
+    def run(self, work, **context):
+        """Run ``work(uow)`` in a unit of work and return its result.
+
+        Serialization failures and deadlocks re-run the whole call, a bounded number of times
+        with jitter; driver errors leave as domain errors (errors.translate).
+        """
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self.connection() as conn:
+                    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+                    with self.unit_of_work(conn, **context) as uow:
+                        return work(uow)
+            except RETRYABLE as exc:
+                if nested or attempt == MAX_ATTEMPTS:
+                    raise errors.translate(exc) from exc
+                log.info("retrying after %s (attempt %d)", type(exc).__name__, attempt)
+                time.sleep(random.uniform(0, 0.02 * 2 ** attempt))
+            except psycopg.Error as exc:
+                translated = errors.translate(exc)
+                if translated is None:
+                    raise
+                raise translated from exc
+
+
+class UnitOfWork:
+    """One connection, one transaction, the actor's context and a buffer of audit events.
+
+    On a clean exit the buffered audit events are written in one INSERT, the transaction
+    commits and after-commit hooks run. On an exception the transaction rolls back; when the
+    exception is a domain error (a denial, a bad request) the buffered audit events are still
+    written, in a transaction of their own, with the error's outcome: a denied access leaves
+    a trace even though nothing else of the request does.
+    """
+
+    def __init__(self, conn, queries, keyring, *, actor=None, request_id=None, client_addr=None):
+        self.conn = conn
+        self.queries = queries
+        self.keyring = keyring
+        self.actor = actor
+        self.request_id = request_id
+        self.client_addr = client_addr
+        self.events: list[audit.AuditEvent] = []
+        self._after_commit = []
+        self._transaction = None
+
+    def __enter__(self):
+        self._transaction = self.conn.transaction()
+        self._transaction.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            try:
+                self._flush_events(self.events)
+            except BaseException as flush_exc:
+                self._transaction.__exit__(type(flush_exc), flush_exc, flush_exc.__traceback__)
+                raise
+            self._transaction.__exit__(None, None, None)
+            for hook in self._after_commit:
+                hook()
+            return False
+        self._transaction.__exit__(exc_type, exc, tb)
+        if isinstance(exc, errors.ClarityError) and self.events:
+            for event in self.events:
+                event.outcome = exc.outcome
+            with self.conn.transaction():
+                self._flush_events(self.events)
+        return False
+
+    def set_actor(self, actor) -> None:
+        """Record the actor for this transaction, in PostgreSQL too (SET LOCAL semantics)."""
+        self.actor = actor
+        self.queries.context.get_actor_context.value(self.conn, {
+            "actor_id": str(actor.id) if actor else "",
+            "actor_role": actor.role if actor else "",
+            "request_id": self.request_id or "",
+        })
+
+    def audit(self, event: audit.AuditEvent) -> None:
+        """Buffer an audit event; it is written in this transaction, just before commit."""
+        self.events.append(event)
+
+    def after_commit(self, hook) -> None:
+        self._after_commit.append(hook)
+
+    def _flush_events(self, events) -> None:
+        if events:
+            self.audit_events.add_all(events, actor=self.actor, client_addr=self.client_addr,
+                                      request_id=self.request_id)
+            events.clear()
+
+    @cached_property
+    def audit_events(self) -> AuditRepository:
+        return AuditRepository(self.conn, self.queries.audit)
+
+    @cached_property
+    def users(self) -> UserRepository:
+        return UserRepository(self.conn, self.queries.users)
+
+    @cached_property
+    def tokens(self) -> TokenRepository:
+        return TokenRepository(self.conn, self.queries.tokens)
+
+    @cached_property
+    def patients(self) -> PatientRepository:
+        if self.keyring is None:
+            raise errors.Unavailable("Encryption keys are not configured.", retry_after=60)
+        return PatientRepository(self.conn, self.queries.patients, self.keyring)
+
+
+def migration_ids(directory: Path = MIGRATIONS_DIR) -> set[str]:
+    """The ids yoyo gives the migration files (file names without .sql)."""
+    return {p.name[:-4] for p in directory.glob("*.sql") if not p.name.endswith(".rollback.sql")}

@@ -1,0 +1,92 @@
+"""Patients: PHI sealed in one envelope per row, blind indexes for lookups."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+
+from psycopg.rows import dict_row
+
+from clarity.security.crypto import normalize
+
+TABLE, PHI_COLUMN = "patients", "phi"
+BLIND_INDEXED = ("mrn", "email", "last_name")
+
+
+@dataclasses.dataclass(frozen=True)
+class Patient:
+    id: uuid.UUID
+    provider_id: uuid.UUID
+    status: str
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    phi: dict
+
+
+class PatientRepository:
+    def __init__(self, conn, queries, keyring):
+        self.conn = conn
+        self.q = queries
+        self.keyring = keyring
+
+    def get(self, patient_id, actor) -> Patient | None:
+        """The live patient if the actor may see it; None otherwise (absent or out of scope)."""
+        row = self.q.get_patient.one(self.conn, {"id": patient_id, **actor.scope()}, dict_row)
+        return None if row is None else self._from_row(row)
+
+    def list(self, actor, *, status=None, birth_year_from=None, birth_year_to=None,
+             mrn=None, email=None, last_name=None, after=None, limit=50) -> list[Patient]:
+        """A keyset page of the actor's live patients; MRN, email and last name go through
+        their blind index, then the decrypted candidates are compared (no false positives)."""
+        after_created_at, after_id = after or (None, None)
+        wanted = {"mrn": mrn, "email": email, "last_name": last_name}
+        rows = self.q.list_patients.all(self.conn, {
+            **actor.scope(), "status": status,
+            "birth_year_from": birth_year_from, "birth_year_to": birth_year_to,
+            **{f"{field}_bidx": self._bidx(field, value) for field, value in wanted.items()},
+            "after_created_at": after_created_at, "after_id": after_id, "limit": limit,
+        }, dict_row)
+        patients = [self._from_row(row) for row in rows]
+        checks = {field: normalize(value) for field, value in wanted.items() if value is not None}
+        return [p for p in patients
+                if all(normalize(p.phi.get(f) or "") == v for f, v in checks.items())]
+
+    def add(self, *, provider_id, status, phi: dict) -> Patient:
+        patient_id = uuid.uuid4()
+        row = self.q.insert_patient.one(self.conn, {
+            "id": patient_id, "provider_id": provider_id, "status": status,
+            **self._sealed(patient_id, phi),
+        }, dict_row)
+        return self._from_row(row)
+
+    def update(self, patient_id, version, actor, *, status, phi: dict) -> Patient | None:
+        """Replace status and PHI when ``version`` matches; None when it does not."""
+        row = self.q.update_patient.one(self.conn, {
+            "id": patient_id, "version": version, **actor.scope(), "status": status,
+            **self._sealed(patient_id, phi),
+        }, dict_row)
+        return None if row is None else self._from_row(row)
+
+    def delete(self, patient_id, version, actor) -> bool:
+        """Soft-delete when ``version`` matches; False when it does not."""
+        return self.q.delete_patient.rowcount(self.conn, {
+            "id": patient_id, "version": version, **actor.scope(),
+        }) == 1
+
+    def _sealed(self, patient_id, phi: dict) -> dict:
+        envelope, key_id = self.keyring.encrypt(TABLE, PHI_COLUMN, patient_id, phi)
+        return {
+            "birth_year": int(phi["date_of_birth"][:4]),
+            **{f"{field}_bidx": self._bidx(field, phi.get(field)) for field in BLIND_INDEXED},
+            "phi": envelope, "phi_key_id": key_id,
+        }
+
+    def _bidx(self, field, value):
+        return self.keyring.blind_index(TABLE, field, value)
+
+    def _from_row(self, row) -> Patient:
+        phi = self.keyring.decrypt(TABLE, PHI_COLUMN, row["id"], row["phi"], row["phi_key_id"])
+        return Patient(id=row["id"], provider_id=row["provider_id"], status=row["status"],
+                       version=row["version"], created_at=row["created_at"],
+                       updated_at=row["updated_at"], phi=phi)

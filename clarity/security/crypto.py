@@ -1,0 +1,87 @@
+"""PHI at rest: AES-256-GCM envelopes bound to their row, and blind indexes for lookups.
+
+An envelope is ``nonce (12 bytes) || ciphertext+tag`` over the JSON of the fields; its
+associated data is ``table.column:row_id`` so a ciphertext copied into another row, or
+altered, fails authentication instead of decrypting to someone else's data. The key id is
+stored beside the envelope so several keys can be live while keys rotate.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import unicodedata
+from collections.abc import Mapping
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from clarity.errors import DecryptionError
+
+NONCE_BYTES = 12
+
+
+def generate_key() -> str:
+    """A new random 256-bit key, urlsafe-base64 encoded, for CLARITY_DATA_KEYS and friends."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+
+
+def normalize(value: str) -> str:
+    """Case-, accent- and spacing-insensitive form of a value, for blind indexes."""
+    decomposed = unicodedata.normalize("NFKD", value)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(stripped.casefold().split())
+
+
+class Keyring:
+    """Data keys (one active for writes) and the blind-index root key."""
+
+    def __init__(self, data_keys: Mapping[str, bytes], active_key_id: str, blind_index_key: bytes):
+        if active_key_id not in data_keys:
+            raise ValueError("the active data key id is not among the data keys")
+        self._ciphers = {kid: AESGCM(key) for kid, key in data_keys.items()}
+        self.active_key_id = active_key_id
+        self._blind_root = blind_index_key
+        self._blind_keys: dict[str, bytes] = {}
+
+    def encrypt(self, table: str, column: str, row_id, fields: dict) -> tuple[bytes, str]:
+        """Seal ``fields`` for one row; return (envelope, key id)."""
+        nonce = os.urandom(NONCE_BYTES)
+        plaintext = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+        sealed = self._ciphers[self.active_key_id].encrypt(nonce, plaintext, _aad(table, column, row_id))
+        return nonce + sealed, self.active_key_id
+
+    def decrypt(self, table: str, column: str, row_id, envelope: bytes, key_id: str) -> dict:
+        """Open an envelope; raise DecryptionError when the key is unknown or the envelope fails
+        authentication (altered, or moved from another row)."""
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise DecryptionError(f"{table}.{column} of row {row_id} is under an unknown key id")
+        envelope = bytes(envelope)
+        try:
+            plaintext = cipher.decrypt(envelope[:NONCE_BYTES], envelope[NONCE_BYTES:], _aad(table, column, row_id))
+        except InvalidTag:
+            raise DecryptionError(
+                f"{table}.{column} of row {row_id} failed authentication: altered or copied from another row"
+            ) from None
+        return json.loads(plaintext)
+
+    def blind_index(self, table: str, column: str, value: str | None) -> bytes | None:
+        """HMAC-SHA256 of the normalized value under a key derived for this column only."""
+        if value is None:
+            return None
+        scope = f"{table}.{column}"
+        key = self._blind_keys.get(scope)
+        if key is None:
+            key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                       info=f"clarity blind index {scope}".encode()).derive(self._blind_root)
+            self._blind_keys[scope] = key
+        return hmac.new(key, normalize(value).encode(), hashlib.sha256).digest()
+
+
+def _aad(table: str, column: str, row_id) -> bytes:
+    return f"{table}.{column}:{row_id}".encode()

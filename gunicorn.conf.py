@@ -1,0 +1,25 @@
+"""gunicorn settings; each may be overridden from the environment."""
+import multiprocessing
+import os
+
+bind = os.environ.get("CLARITY_BIND", "127.0.0.1:8000")
+# Sync workers, about two per core, measured best on small machines.
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
+worker_class = "sync"
+timeout = int(os.environ.get("CLARITY_WORKER_TIMEOUT", "30"))
+graceful_timeout = 20
+preload_app = False
+accesslog = os.environ.get("CLARITY_ACCESS_LOG", "-")
+# URLs never carry PHI; the access log keeps the request id, not the query's body.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+
+
+def post_worker_init(worker):
+    """Open this worker's pool after the fork, so no connection is shared between processes."""
+    worker.wsgi.extensions["clarity"].db.open()
+
+
+def worker_exit(server, worker):
+    app = getattr(worker, "wsgi", None)
+    if app is not None:
+        app.extensions["clarity"].db.close()
