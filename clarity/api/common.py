@@ -36,8 +36,9 @@ class Text(fields.String):
         return text
 
 
-def limit_field():
-    return fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_LIMIT))
+def limit_field(strict: bool = True):
+    """Page size, 1..200 (default 50). ``strict=False`` for query strings, where it is text."""
+    return fields.Integer(strict=strict, load_default=50, validate=validate.Range(min=1, max=MAX_LIMIT))
 
 
 def cursor_field():

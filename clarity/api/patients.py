@@ -91,7 +91,7 @@ class PatientListArgs(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES), load_default=None)
     born_from = fields.Date(load_default=None)
     born_to = fields.Date(load_default=None)
-    limit = limit_field()
+    limit = limit_field(strict=False)
     cursor = cursor_field()
 
 

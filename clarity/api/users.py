@@ -44,7 +44,7 @@ class UserUpdateSchema(Schema):
 
 
 class UserListArgs(Schema):
-    limit = limit_field()
+    limit = limit_field(strict=False)
     cursor = cursor_field()
 
 
