@@ -9,6 +9,8 @@ worker_class = "sync"
 timeout = int(os.environ.get("CLARITY_WORKER_TIMEOUT", "30"))
 graceful_timeout = 20
 preload_app = False
+# Several servers may run on one machine (tests, benchmarks): no shared control socket.
+control_socket_disable = True
 accesslog = os.environ.get("CLARITY_ACCESS_LOG", "-")
 # URLs never carry PHI; the access log keeps the request id, not the query's body.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
