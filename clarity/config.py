@@ -78,6 +78,8 @@ def parse_data_keys(text: str) -> dict[str, bytes]:
         kid, sep, key = item.partition(":")
         if not sep or not kid:
             raise ConfigError("CLARITY_DATA_KEYS entries must look like key_id:base64key")
+        if kid in keys:
+            raise ConfigError(f"CLARITY_DATA_KEYS lists key id {kid!r} twice")
         keys[kid] = decode_key(key, f"CLARITY_DATA_KEYS[{kid}]")
     return keys
 

@@ -10,6 +10,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from pathlib import Path
 from functools import cached_property
 
@@ -25,6 +26,8 @@ from clarity.repositories.users import TokenRepository, UserRepository
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The outermost open unit of work of each connection; nested units hand it their hooks.
+_OPEN_UNITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 RETRYABLE = (pg.SerializationFailure, pg.DeadlockDetected)
 MAX_ATTEMPTS = 4
 
@@ -160,11 +163,16 @@ class UnitOfWork:
         self._transaction = None
 
     def __enter__(self):
+        self._outer = _OPEN_UNITS.get(self.conn)
+        if self._outer is None:
+            _OPEN_UNITS[self.conn] = self
         self._transaction = self.conn.transaction()
         self._transaction.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._outer is None:
+            _OPEN_UNITS.pop(self.conn, None)
         if exc is None:
             try:
                 self._flush_events(self.events)
@@ -172,8 +180,11 @@ class UnitOfWork:
                 self._transaction.__exit__(type(flush_exc), flush_exc, flush_exc.__traceback__)
                 raise
             self._transaction.__exit__(None, None, None)
-            for hook in self._after_commit:
-                hook()
+            if self._outer is not None:  # a savepoint: the hooks wait for the real commit
+                self._outer._after_commit.extend(self._after_commit)
+            else:
+                for hook in self._after_commit:
+                    hook()
             return False
         self._transaction.__exit__(exc_type, exc, tb)
         if isinstance(exc, errors.ClarityError) and self.events:

@@ -15,7 +15,8 @@ from types import SimpleNamespace
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 VERBS = ("get", "list", "count", "insert", "update", "delete", "upsert")
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z][a-z0-9_]*)(?P<op>[\^$!]?)\s*$")
-_LOOSE_NAME = re.compile(r"^--\s*name\s*:")
+# A name line that lost its colon ("-- name get_x"), not prose ("-- name of the patient").
+_LOOSE_NAME = re.compile(r"^--\s*name\s*(:|\s+\S+\s*$)")
 
 
 class QueryFileError(ValueError):
@@ -88,7 +89,7 @@ def _finish(current, queries):
     if current is None:
         return
     body = "\n".join(current["body"]).strip()
-    if not body:
+    if not any(line.strip() and not line.lstrip().startswith("--") for line in current["body"]):
         raise QueryFileError(f"{current['where']}: query {current['name']!r} has no SQL")
     if re.search(r"%s|(?<!%)%[^(%]", body):
         raise QueryFileError(f"{current['where']}: query {current['name']!r} uses a positional parameter; name it %(x)s")

@@ -1,0 +1,172 @@
+"""Settings from the environment: defaults, parsing, key handling, and production's refusals."""
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from clarity.config import ConfigError, Settings, from_env
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+KEY_A, KEY_B, BLIND = os.urandom(32), os.urandom(32), os.urandom(32)
+
+PRODUCTION = {
+    "CLARITY_ENV": "production",
+    "DATABASE_URL": "postgresql://clarity_web@db/clarity",
+    "CLARITY_DATA_KEYS": f"a:{b64(KEY_A)}",
+    "CLARITY_BLIND_INDEX_KEY": b64(BLIND),
+}
+
+
+def test_an_empty_environment_gives_the_development_defaults():
+    settings = from_env({})
+
+    assert settings == Settings()
+    assert settings.env == "development"
+    assert settings.database_url is None
+    assert settings.pool_max_size == 8 and settings.pool_timeout == 3.0
+    assert settings.data_keys == {} and settings.active_data_key is None
+    assert settings.blind_index_key is None
+    assert settings.log_level == "INFO"
+
+
+def test_from_env_does_not_read_the_process_environment_when_given_a_mapping(monkeypatch):
+    monkeypatch.setenv("CLARITY_DB_POOL_MAX", "99")
+
+    assert from_env({}).pool_max_size == 8
+
+
+def test_empty_values_count_as_unset():
+    settings = from_env({"DATABASE_URL": "", "CLARITY_DB_POOL_MAX": "", "CLARITY_DATA_KEYS": ""})
+
+    assert settings.database_url is None
+    assert settings.pool_max_size == 8
+    assert settings.data_keys == {}
+
+
+def test_numbers_are_parsed_into_their_types():
+    settings = from_env({
+        "CLARITY_DB_POOL_MIN": "3", "CLARITY_DB_POOL_MAX": "16", "CLARITY_DB_POOL_TIMEOUT": "1.5",
+        "CLARITY_DB_POOL_MAX_LIFETIME": "1800", "CLARITY_STATEMENT_TIMEOUT_MS": "2500",
+        "CLARITY_TOKEN_IDLE_MINUTES": "10", "CLARITY_ARGON2_MEMORY_KIB": "19456",
+        "CLARITY_LOG_LEVEL": "debug", "DATABASE_URL": "postgresql://u@h/d",
+    })
+
+    assert (settings.pool_min_size, settings.pool_max_size) == (3, 16)
+    assert settings.pool_timeout == 1.5 and isinstance(settings.pool_timeout, float)
+    assert settings.pool_max_lifetime == 1800.0
+    assert settings.statement_timeout_ms == 2500 and isinstance(settings.statement_timeout_ms, int)
+    assert settings.token_idle_minutes == 10
+    assert settings.argon2_memory_kib == 19456
+    assert settings.log_level == "DEBUG"
+    assert settings.conninfo == "postgresql://u@h/d"
+
+
+@pytest.mark.parametrize("var, value", [
+    ("CLARITY_DB_POOL_MAX", "eight"),
+    ("CLARITY_DB_POOL_MAX", "2.5"),
+    ("CLARITY_DB_POOL_TIMEOUT", "soon"),
+    ("CLARITY_STATEMENT_TIMEOUT_MS", "5s"),
+    ("CLARITY_LOGIN_MAX_FAILURES", "-1"),
+])
+def test_a_bad_number_is_a_config_error_naming_the_variable(var, value):
+    with pytest.raises(ConfigError) as raised:
+        from_env({var: value})
+
+    assert var in str(raised.value)
+
+
+def test_a_pool_smaller_than_its_minimum_is_refused():
+    with pytest.raises(ConfigError, match="CLARITY_DB_POOL_MAX"):
+        from_env({"CLARITY_DB_POOL_MIN": "5", "CLARITY_DB_POOL_MAX": "2"})
+
+
+def test_data_keys_are_parsed_and_the_first_is_active_by_default():
+    settings = from_env({"CLARITY_DATA_KEYS": f"a:{b64(KEY_A)}, b:{b64(KEY_B)}"})
+
+    assert settings.data_keys == {"a": KEY_A, "b": KEY_B}
+    assert settings.active_data_key == "a"
+
+
+def test_the_active_data_key_can_be_chosen():
+    settings = from_env({"CLARITY_DATA_KEYS": f"a:{b64(KEY_A)},b:{b64(KEY_B)}", "CLARITY_ACTIVE_DATA_KEY": "b"})
+
+    assert settings.active_data_key == "b"
+
+
+def test_padded_base64_keys_are_accepted():
+    padded = base64.urlsafe_b64encode(KEY_A).decode()
+    assert padded.endswith("=")
+
+    assert from_env({"CLARITY_DATA_KEYS": f"a:{padded}"}).data_keys == {"a": KEY_A}
+
+
+def test_an_active_data_key_that_is_not_configured_is_refused():
+    with pytest.raises(ConfigError, match="CLARITY_ACTIVE_DATA_KEY"):
+        from_env({"CLARITY_DATA_KEYS": f"a:{b64(KEY_A)}", "CLARITY_ACTIVE_DATA_KEY": "b"})
+
+
+def test_a_data_key_entry_without_an_id_is_refused():
+    with pytest.raises(ConfigError, match="CLARITY_DATA_KEYS") as raised:
+        from_env({"CLARITY_DATA_KEYS": b64(KEY_A)})
+
+    assert b64(KEY_A) not in str(raised.value)
+
+
+@pytest.mark.parametrize("length", [16, 31, 33, 64])
+def test_a_data_key_of_the_wrong_length_is_refused_without_echoing_the_key(length):
+    short = b64(os.urandom(length))
+
+    with pytest.raises(ConfigError) as raised:
+        from_env({"CLARITY_DATA_KEYS": f"a:{b64(KEY_A)},b:{short}"})
+
+    message = str(raised.value)
+    assert "CLARITY_DATA_KEYS[b]" in message and "32 bytes" in message
+    assert short not in message and short[:8] not in message
+
+
+def test_a_blind_index_key_that_is_not_base64_is_refused_without_echoing_it():
+    garbage = "this-is-not*base64!"
+
+    with pytest.raises(ConfigError) as raised:
+        from_env({"CLARITY_BLIND_INDEX_KEY": garbage})
+
+    assert "CLARITY_BLIND_INDEX_KEY" in str(raised.value)
+    assert garbage not in str(raised.value)
+
+
+def test_production_with_a_database_and_keys_starts():
+    settings = from_env(PRODUCTION)
+
+    assert settings.env == "production"
+    assert settings.data_keys == {"a": KEY_A} and settings.active_data_key == "a"
+    assert settings.blind_index_key == BLIND
+
+
+@pytest.mark.parametrize("missing", ["DATABASE_URL", "CLARITY_DATA_KEYS", "CLARITY_BLIND_INDEX_KEY"])
+def test_production_refuses_to_start_without_its_database_or_keys(missing):
+    environ = {k: v for k, v in PRODUCTION.items() if k != missing}
+
+    with pytest.raises(ConfigError) as raised:
+        from_env(environ)
+
+    message = str(raised.value)
+    assert missing in message
+    assert all(other not in message for other in PRODUCTION if other not in (missing, "CLARITY_ENV"))
+
+
+def test_production_names_everything_that_is_missing_at_once():
+    with pytest.raises(ConfigError) as raised:
+        from_env({"CLARITY_ENV": "production"})
+
+    message = str(raised.value)
+    assert "DATABASE_URL" in message and "CLARITY_DATA_KEYS" in message and "CLARITY_BLIND_INDEX_KEY" in message
+
+
+def test_development_without_keys_is_allowed():
+    assert from_env({"CLARITY_ENV": "development"}).data_keys == {}
