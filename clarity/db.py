@@ -30,6 +30,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _OPEN_UNITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 RETRYABLE = (pg.SerializationFailure, pg.DeadlockDetected)
 MAX_ATTEMPTS = 4
+IDLE_CHECK_SECONDS = 2.0
 
 
 class Database:
@@ -42,6 +43,7 @@ class Database:
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
         self._fixed_connection = None
+        self._returned_at: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def open(self, wait: bool = False) -> ConnectionPool:
         """Open the pool if it is not open yet (idempotent); return it."""
@@ -56,7 +58,8 @@ class Database:
                     timeout=s.pool_timeout,
                     max_lifetime=s.pool_max_lifetime,
                     max_idle=s.pool_max_idle,
-                    check=ConnectionPool.check_connection,
+                    check=self._check_if_idle,
+                    reset=self._mark_returned,
                     kwargs={
                         "autocommit": True,
                         "options": f"-c statement_timeout={int(s.statement_timeout_ms)}",
@@ -69,6 +72,16 @@ class Database:
         if wait:
             self._pool.wait(timeout=self.settings.pool_timeout)
         return self._pool
+
+    def _check_if_idle(self, conn) -> None:
+        """Pool check on checkout, only for connections idle long enough to have gone stale
+        (server restart, network drop): a check on every checkout costs a round trip per request."""
+        returned = self._returned_at.get(conn)
+        if returned is None or time.monotonic() - returned > IDLE_CHECK_SECONDS:
+            ConnectionPool.check_connection(conn)
+
+    def _mark_returned(self, conn) -> None:
+        self._returned_at[conn] = time.monotonic()
 
     def close(self) -> None:
         with self._lock:
