@@ -77,6 +77,8 @@ def seed_demo(password):
     from clarity.services import users
 
     app = current_app.extensions["clarity"]
+    if app.settings.env == "production":
+        raise click.ClickException("seed demo is for development; it refuses CLARITY_ENV=production")
     password = password or os.urandom(12).hex()
     for email, role in (("admin@clarity.local", "admin"), ("provider@clarity.local", "provider")):
         app.db.run(lambda uow: users.seed_user(uow, email=email, role=role, password=password,

@@ -208,6 +208,8 @@ def serve() -> None:
     """``make run``: without DATABASE_URL, a local cluster with keys, migrations and demo users."""
     env = dict(os.environ)
     if not env.get("DATABASE_URL"):
+        if env.get("CLARITY_ENV") == "production":
+            sys.exit("CLARITY_ENV=production needs DATABASE_URL and keys; it never uses a local cluster or generated keys.")
         env.update(dev_environment())
         env.setdefault("CLARITY_DEMO_PASSWORD", "clarity-demo-password")
         print("Local PostgreSQL under .var/pg; development keys in .var/dev.env", flush=True)
