@@ -173,7 +173,6 @@ class UnitOfWork:
         self.client_addr = client_addr
         self.events: list[audit.AuditEvent] = []
         self._after_commit = []
-        self._transaction = None
 
     def __enter__(self):
         self._outer = _OPEN_UNITS.get(self.conn)

@@ -87,7 +87,7 @@ def test_a_unit_of_work_leaves_its_connection_idle_after_commit(real_db):
     with real_db.connection() as conn:
         with real_db.unit_of_work(conn) as uow:
             add_user(uow)
-            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            assert conn.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()[0] is not None
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
@@ -318,3 +318,20 @@ def test_a_serialization_failure_inside_an_outer_transaction_is_not_retried(db):
         db.run(work)
 
     assert len(attempts) == 1
+
+
+def test_a_failing_audit_insert_fails_the_whole_unit_and_leaves_the_connection_usable(real_db, observer):
+    email, request_id = marker()
+
+    def work(uow):
+        add_user(uow, email)
+        uow.audit(AuditEvent("X", "user.create", "user"))  # refused by audit_events_action_check
+        return "returned"
+
+    with pytest.raises(Invalid):
+        real_db.run(work, request_id=request_id)
+    assert not user_exists(observer, email), "no audit row, no change"
+    assert audit_outcomes(observer, request_id) == []
+    with real_db.connection() as conn:
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert real_db.run(lambda uow: add_user(uow).email)
