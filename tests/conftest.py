@@ -78,6 +78,16 @@ def server(tmp_path_factory):
     pg.stop()
 
 
+@pytest.fixture
+def fresh_database(server):
+    """A database cloned from the migrated template, dropped after the test: for real commits."""
+    name = server.create_database()
+    try:
+        yield name
+    finally:
+        server.drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def keys():
     return {"data": {"test1": generate_key()}, "blind": generate_key()}

@@ -27,12 +27,8 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def database(server):
-    name = server.create_database()
-    try:
-        yield name
-    finally:
-        server.drop_database(name)
+def database(fresh_database):
+    return fresh_database
 
 
 @pytest.fixture

@@ -33,12 +33,8 @@ def make_app(keyring):
 
 
 @pytest.fixture
-def database(server):
-    name = server.create_database()
-    try:
-        yield name
-    finally:
-        server.drop_database(name)
+def database(fresh_database):
+    return fresh_database
 
 
 def ready_status(client) -> int:
