@@ -1,0 +1,246 @@
+"""``make bench``: measure Clarity's patient endpoints against the floor and bare psycopg.
+
+One run, one machine, on 127.0.0.1 only:
+1. a local cluster under ``.var/bench`` with a freshly recreated ``clarity_bench`` database,
+   seeded with BENCH_PATIENTS (10,000) patients of one provider through the repositories;
+2. Clarity under gunicorn (``gunicorn.conf.py``, WEB_CONCURRENCY=4) and the floor app
+   (``bench/floor_app.py``, same config) driven by wrk for BENCH_SECONDS (10) each:
+   ``GET /api/v1/patients/{id}`` with random seeded ids, the floor's ``GET /patients/{id}``,
+   and ``POST /api/v1/patients`` with a unique MRN per request;
+3. the same ``get_patient`` and ``insert_patient`` statements through bare psycopg for as long;
+4. a table of throughput, p50/p99 latency and CPU ms per request of the app's and of
+   PostgreSQL's processes, then the ratios the design's targets are stated in.
+
+gunicorn and the cluster are stopped on the way out, error or not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import requests
+
+from clarity import config, localpg
+from clarity.security.crypto import Keyring
+from bench import bare, cpu, seed
+
+ROOT = localpg.ROOT
+HERE = Path(__file__).resolve().parent
+BASE = localpg.VAR / "bench"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+PATIENTS = int(os.environ.get("BENCH_PATIENTS", "10000"))
+WORKERS = 4
+WRK_LOAD = ["-t2", "-c8"]
+WARMUP_SECONDS = 1
+GET_TARGET, CPU_TARGET_MS = 0.60, 0.8
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the report: per second, ms latencies, CPU ms per request (or statement)."""
+
+    scenario: str
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    app_cpu_ms: float
+    pg_cpu_ms: float
+    note: str = ""
+
+
+class Gunicorn:
+    """A gunicorn master serving ``app`` on a free port of 127.0.0.1; ``stop()`` is idempotent."""
+
+    def __init__(self, app: str, env: dict, name: str):
+        self.port = localpg.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = BASE / f"gunicorn-{name}.log"
+        env = {**env, "CLARITY_BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(WORKERS),
+               "CLARITY_ACCESS_LOG": "/dev/null"}
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py",
+                                          "--no-control-socket", app],
+                                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def wait_until_ok(self, path: str, headers=None, timeout: float = 30) -> None:
+        """Poll ``path`` until it answers 200; raise (naming the log) if it does not in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited ({self.proc.returncode}); see {self.log}")
+            try:
+                if requests.get(self.url + path, headers=headers, timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.url}{path} not 200 after {timeout}s; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+def ensure_wrk() -> str:
+    """The wrk binary, installed with apt-get (after an update if needed) when missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if subprocess.run(install, env=env).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+        subprocess.run(install, check=True, env=env)
+    return shutil.which("wrk") or sys.exit("wrk is still missing after apt-get install wrk")
+
+
+def wrk(binary: str, url: str, script: str, args: list[str], seconds: float) -> dict:
+    """Run wrk with a script from bench/ against ``url``; return the numbers of its BENCH line."""
+    argv = [binary, *WRK_LOAD, f"-d{max(1, round(seconds))}s", "--timeout", "10s", "--latency",
+            "-s", str(HERE / script), url, "--", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def http_row(scenario: str, binary: str, server: Gunicorn, pg_pid: int, script: str, args: list[str],
+             warmup_args: list[str] | None = None) -> Row:
+    """Warm up, then one measured wrk run with CPU of gunicorn's and PostgreSQL's trees around it."""
+    wrk(binary, server.url, script, warmup_args or args, WARMUP_SECONDS)
+    app_before, pg_before = cpu.tree_seconds(server.proc.pid), cpu.tree_seconds(pg_pid)
+    result = wrk(binary, server.url, script, args, SECONDS)
+    app_cpu, pg_cpu = cpu.tree_seconds(server.proc.pid) - app_before, cpu.tree_seconds(pg_pid) - pg_before
+    n = max(1, result["requests"])
+    failed = result["errors_status"] + result["errors_socket"]
+    return Row(scenario, result["requests"] / (result["duration_us"] / 1e6), result["p50_us"] / 1e3,
+               result["p99_us"] / 1e3, app_cpu * 1e3 / n, pg_cpu * 1e3 / n,
+               f"{failed} failed of {result['requests']}" if failed else "")
+
+
+def bare_row(scenario: str, pg_pid: int, url: str, measure) -> Row:
+    """Run ``measure(conn)`` (a bare.* loop) over a new connection to ``url``, with PostgreSQL's
+    CPU measured around it while the connection's backend is alive; app CPU is the client's."""
+    # Row-level security needs an actor: this session acts as an admin, so it sees every row.
+    with psycopg.connect(url, autocommit=True, options="-c clarity.actor_role=admin") as conn:
+        conn.execute("SELECT 1")
+        pg_before = cpu.tree_seconds(pg_pid)
+        timing = measure(conn)
+        pg_cpu = cpu.tree_seconds(pg_pid) - pg_before
+    lat = sorted(timing.latencies)
+    n = max(1, timing.count)
+    return Row(scenario, timing.rate, lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3,
+               timing.client_cpu * 1e3 / n, pg_cpu * 1e3 / n, "per statement; app CPU = client")
+
+
+def sanity_check(clarity: Gunicorn, floor: Gunicorn, seeded: seed.Seeded) -> None:
+    """One request of each kind must succeed before anything is timed."""
+    auth = {"Authorization": f"Bearer {seeded.token}"}
+    some_id = seeded.patient_ids[0]
+    got = requests.get(f"{clarity.url}/api/v1/patients/{some_id}", headers=auth, timeout=10)
+    if got.status_code != 200 or not got.json()["mrn"].startswith("SEED-"):
+        raise RuntimeError(f"Clarity GET answered {got.status_code}: {got.text[:500]}")
+    body = seed.patient_phi(random.Random(0), f"CHECK-{uuid.uuid4().hex[:8]}")
+    posted = requests.post(f"{clarity.url}/api/v1/patients", json=body, headers=auth, timeout=10)
+    if posted.status_code != 201:
+        raise RuntimeError(f"Clarity POST answered {posted.status_code}: {posted.text[:500]}")
+    floor_got = requests.get(f"{floor.url}/patients/{some_id}", timeout=10)
+    if floor_got.status_code != 200:
+        raise RuntimeError(f"floor GET answered {floor_got.status_code}: {floor_got.text[:500]}")
+
+
+def print_report(rows: dict[str, Row]) -> None:
+    print()
+    print(f"{'scenario':<34} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | "
+          f"{'app CPU ms/req':>14} | {'pg CPU ms/req':>13} | note")
+    print("-" * 110)
+    for row in rows.values():
+        print(f"{row.scenario:<34} | {row.rate:8.1f} | {row.p50_ms:7.2f} | {row.p99_ms:7.2f} | "
+              f"{row.app_cpu_ms:14.3f} | {row.pg_cpu_ms:13.3f} | {row.note}")
+    get, floor, post = rows["get"], rows["floor"], rows["post"]
+    bare_get, bare_insert = rows["bare_get"], rows["bare_insert"]
+    print()
+    ratio = get.rate / floor.rate
+    print(f"Clarity GET / floor GET (req/s):            {ratio:6.3f}  "
+          f"(target >= {GET_TARGET:.2f}: {'met' if ratio >= GET_TARGET else 'NOT met'})")
+    print(f"Clarity GET app CPU ms/req:                 {get.app_cpu_ms:6.3f}  "
+          f"(target <= {CPU_TARGET_MS}: {'met' if get.app_cpu_ms <= CPU_TARGET_MS else 'NOT met'})")
+    print(f"Clarity GET req/s / bare get_patient/s:     {get.rate / bare_get.rate:6.3f}")
+    print(f"Clarity POST req/s / bare insert_patient/s: {post.rate / bare_insert.rate:6.3f}")
+    print(f"floor GET req/s / bare get_patient/s:       {floor.rate / bare_get.rate:6.3f}")
+
+
+def main() -> None:
+    binary = ensure_wrk()
+    print(f"bench: {PATIENTS} patients, {SECONDS:g}s per scenario, gunicorn sync x{WORKERS}, "
+          f"wrk {' '.join(WRK_LOAD)}, {os.cpu_count()} CPUs", flush=True)
+    cluster = localpg.Cluster(BASE)
+    servers: list[Gunicorn] = []
+    cluster.start()
+    try:
+        pg_pid = cpu.postmaster_pid(cluster.data)
+        started = time.monotonic()
+        env = {**seed.recreate(cluster), **seed.keys_env()}
+        seeded = seed.seed(env, PATIENTS)
+        print(f"seeded {len(seeded.patient_ids)} patients in {time.monotonic() - started:.1f}s", flush=True)
+        ids_file = BASE / "patient-ids.txt"
+        ids_file.write_text("\n".join(seeded.patient_ids) + "\n")
+
+        app_env = {**os.environ, **env, "CLARITY_ENV": "development"}
+        clarity = Gunicorn("wsgi:app", app_env, "clarity")
+        servers.append(clarity)
+        floor = Gunicorn("bench.floor_app:app", app_env, "floor")
+        servers.append(floor)
+        clarity.wait_until_ok("/health/ready")
+        floor.wait_until_ok(f"/patients/{seeded.patient_ids[0]}")
+        sanity_check(clarity, floor, seeded)
+
+        rows: dict[str, Row] = {}
+        scenarios = [
+            ("get", "Clarity GET /api/v1/patients/{id}", clarity, "get.lua",
+             [str(ids_file), "/api/v1/patients/", seeded.token], None),
+            ("floor", "floor GET /patients/{id}", floor, "get.lua", [str(ids_file), "/patients/"], None),
+            ("post", "Clarity POST /api/v1/patients", clarity, "post.lua",
+             [f"W{uuid.uuid4().hex[:8]}", seeded.token], [f"U{uuid.uuid4().hex[:8]}", seeded.token]),
+        ]
+        for key, title, server, script, args, warmup in scenarios:
+            print(f"running {title} ...", flush=True)
+            rows[key] = http_row(title, binary, server, pg_pid, script, args, warmup)
+        for server in servers:
+            server.stop()
+
+        settings = config.from_env(env)
+        keyring = Keyring(settings.data_keys, settings.active_data_key, settings.blind_index_key)
+        print("running bare psycopg get_patient ...", flush=True)
+        rows["bare_get"] = bare_row("bare psycopg get_patient", pg_pid, env["DATABASE_URL"], lambda conn: (
+            bare.get_patients(conn, seeded.patient_ids, seeded.provider_id, SECONDS)))
+        print("running bare psycopg insert_patient ...", flush=True)
+        rows["bare_insert"] = bare_row("bare psycopg insert_patient", pg_pid, env["DATABASE_URL"],
+                                       lambda conn: bare.insert_patients(conn, keyring, seeded.provider_id, SECONDS))
+        print_report(rows)
+        print(f"\ntotal {time.monotonic() - started:.0f}s; gunicorn logs in {BASE}")
+    finally:
+        for server in servers:
+            server.stop()
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
