@@ -180,6 +180,8 @@ class UnitOfWork:
             _OPEN_UNITS[self.conn] = self
         self._transaction = self.conn.transaction()
         self._transaction.__enter__()
+        if self.actor is not None:
+            self.set_actor(self.actor)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -207,7 +209,8 @@ class UnitOfWork:
         return False
 
     def set_actor(self, actor) -> None:
-        """Record the actor for this transaction, in PostgreSQL too (SET LOCAL semantics)."""
+        """Record the actor for this transaction, in PostgreSQL too (SET LOCAL semantics): the
+        row-level security policies read it. (Bearer-token checks set it in their own query.)"""
         self.actor = actor
         self.queries.context.get_actor_context.value(self.conn, {
             "actor_id": str(actor.id) if actor else "",

@@ -49,8 +49,18 @@ def admin(db):
     return actor_for(add_user(db, "admin"))
 
 
+def run_as(db, actor: Actor, work):
+    """Run ``work`` in a unit of work acting as ``actor``: row-level security reads the actor."""
+    return db.run(work, actor=actor)
+
+
+def see_all(conn):
+    """Let this test transaction's raw SQL see every patient (an admin's context)."""
+    conn.execute("SELECT set_config('clarity.actor_role', 'admin', true)")
+
+
 def add_patient(db, owner: Actor, status="active", **fields):
-    return db.run(lambda uow: uow.patients.add(provider_id=owner.id, status=status, phi=phi(**fields)))
+    return run_as(db, owner, lambda uow: uow.patients.add(provider_id=owner.id, status=status, phi=phi(**fields)))
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -260,8 +270,8 @@ def test_revoking_all_of_a_users_tokens_leaves_other_users_tokens_alive(db, prov
 def test_an_added_patient_reads_back_decrypted_for_its_provider(db, provider):
     fields = phi(last_name="Müller")
 
-    created = db.run(lambda uow: uow.patients.add(provider_id=provider.id, status="active", phi=fields))
-    read = db.run(lambda uow: uow.patients.get(created.id, provider))
+    created = run_as(db, provider, lambda uow: uow.patients.add(provider_id=provider.id, status="active", phi=fields))
+    read = run_as(db, provider, lambda uow: uow.patients.get(created.id, provider))
 
     assert read == created
     assert (read.phi, read.provider_id, read.status, read.version) == (fields, provider.id, "active", 1)
@@ -271,23 +281,23 @@ def test_a_patient_is_invisible_to_another_provider_and_an_auditor(db, provider,
     patient = add_patient(db, provider)
     auditor = actor_for(add_user(db, "auditor"))
 
-    assert db.run(lambda uow: uow.patients.get(patient.id, other_provider)) is None
-    assert db.run(lambda uow: uow.patients.get(patient.id, auditor)) is None
+    assert run_as(db, other_provider, lambda uow: uow.patients.get(patient.id, other_provider)) is None
+    assert run_as(db, auditor, lambda uow: uow.patients.get(patient.id, auditor)) is None
 
 
 def test_an_admin_sees_every_providers_patient(db, provider, admin):
     patient = add_patient(db, provider)
 
-    assert db.run(lambda uow: uow.patients.get(patient.id, admin)).phi == patient.phi
+    assert run_as(db, admin, lambda uow: uow.patients.get(patient.id, admin)).phi == patient.phi
 
 
 def test_an_unknown_patient_reads_as_none(db, admin):
-    assert db.run(lambda uow: uow.patients.get(uuid.uuid4(), admin)) is None
+    assert run_as(db, admin, lambda uow: uow.patients.get(uuid.uuid4(), admin)) is None
 
 
-def test_a_patient_for_an_unknown_provider_is_invalid_on_provider_id(db):
+def test_a_patient_for_an_unknown_provider_is_invalid_on_provider_id(db, admin):
     with pytest.raises(Invalid) as raised:
-        db.run(lambda uow: uow.patients.add(provider_id=uuid.uuid4(), status="active", phi=phi()))
+        run_as(db, admin, lambda uow: uow.patients.add(provider_id=uuid.uuid4(), status="active", phi=phi()))
 
     assert raised.value.field == "provider_id"
 
@@ -303,7 +313,7 @@ def test_a_second_live_patient_with_the_same_mrn_in_another_case_is_a_conflict(d
 
 
 def list_ids(db, actor, **filters):
-    return [p.id for p in db.run(lambda uow: uow.patients.list(actor, **filters))]
+    return [p.id for p in run_as(db, actor, lambda uow: uow.patients.list(actor, **filters))]
 
 
 def test_a_provider_lists_only_their_own_patients_and_an_admin_lists_all(db, provider, other_provider, admin):
@@ -319,7 +329,7 @@ def test_patients_are_listed_in_keyset_pages_without_gaps_or_repeats(db, provide
     created = [add_patient(db, provider) for _ in range(5)]
 
     seen, after = [], None
-    while page := db.run(lambda uow: uow.patients.list(provider, after=after, limit=2)):
+    while page := run_as(db, provider, lambda uow: uow.patients.list(provider, after=after, limit=2)):
         assert len(page) <= 2
         seen.extend(page)
         after = (page[-1].created_at, page[-1].id)
@@ -379,10 +389,10 @@ def test_a_patient_update_replaces_phi_and_its_indexes_when_the_version_matches(
     patient = add_patient(db, provider, last_name="Lovelace", date_of_birth="1985-12-10")
     new_phi = {**patient.phi, "last_name": "King", "date_of_birth": "1990-01-01"}
 
-    updated = db.run(lambda uow: uow.patients.update(patient.id, 1, provider, status="inactive", phi=new_phi))
+    updated = run_as(db, provider, lambda uow: uow.patients.update(patient.id, 1, provider, status="inactive", phi=new_phi))
 
     assert (updated.version, updated.status, updated.phi) == (2, "inactive", new_phi)
-    assert db.run(lambda uow: uow.patients.get(patient.id, provider)).phi == new_phi
+    assert run_as(db, provider, lambda uow: uow.patients.get(patient.id, provider)).phi == new_phi
     assert list_ids(db, provider, last_name="king") == [patient.id]
     assert list_ids(db, provider, last_name="Lovelace") == []
     assert list_ids(db, provider, birth_year_from=1990, birth_year_to=1990) == [patient.id]
@@ -390,48 +400,49 @@ def test_a_patient_update_replaces_phi_and_its_indexes_when_the_version_matches(
 
 def test_a_patient_update_with_a_stale_version_returns_none_and_changes_nothing(db, provider):
     patient = add_patient(db, provider, last_name="Lovelace")
-    db.run(lambda uow: uow.patients.update(patient.id, 1, provider, status="active",
+    run_as(db, provider, lambda uow: uow.patients.update(patient.id, 1, provider, status="active",
                                            phi={**patient.phi, "last_name": "First"}))
 
-    stale = db.run(lambda uow: uow.patients.update(patient.id, 1, provider, status="active",
+    stale = run_as(db, provider, lambda uow: uow.patients.update(patient.id, 1, provider, status="active",
                                                    phi={**patient.phi, "last_name": "Second"}))
 
     assert stale is None
-    assert db.run(lambda uow: uow.patients.get(patient.id, provider)).phi["last_name"] == "First"
+    assert run_as(db, provider, lambda uow: uow.patients.get(patient.id, provider)).phi["last_name"] == "First"
 
 
 def test_another_provider_cannot_update_a_patient(db, provider, other_provider):
     patient = add_patient(db, provider)
 
-    assert db.run(lambda uow: uow.patients.update(patient.id, 1, other_provider, status="inactive",
+    assert run_as(db, other_provider, lambda uow: uow.patients.update(patient.id, 1, other_provider, status="inactive",
                                                   phi=patient.phi)) is None
-    assert db.run(lambda uow: uow.patients.get(patient.id, provider)).status == "active"
+    assert run_as(db, provider, lambda uow: uow.patients.get(patient.id, provider)).status == "active"
 
 
 def test_deleting_a_patient_is_soft_and_hides_it(db, conn, provider):
     patient = add_patient(db, provider)
 
-    assert db.run(lambda uow: uow.patients.delete(patient.id, 1, provider)) is True
+    assert run_as(db, provider, lambda uow: uow.patients.delete(patient.id, 1, provider)) is True
 
     deleted_at, version = conn.execute("SELECT deleted_at, version FROM patients WHERE id = %s",
                                        (patient.id,)).fetchone()
     assert deleted_at is not None and version == 2
-    assert db.run(lambda uow: uow.patients.get(patient.id, provider)) is None
+    assert run_as(db, provider, lambda uow: uow.patients.get(patient.id, provider)) is None
     assert patient.id not in list_ids(db, provider)
-    assert db.run(lambda uow: uow.patients.delete(patient.id, 2, provider)) is False
+    assert run_as(db, provider, lambda uow: uow.patients.delete(patient.id, 2, provider)) is False
 
 
 def test_a_delete_with_a_stale_version_or_out_of_scope_does_nothing(db, conn, provider, other_provider):
     patient = add_patient(db, provider)
 
-    assert db.run(lambda uow: uow.patients.delete(patient.id, 7, provider)) is False
-    assert db.run(lambda uow: uow.patients.delete(patient.id, 1, other_provider)) is False
+    assert run_as(db, provider, lambda uow: uow.patients.delete(patient.id, 7, provider)) is False
+    assert run_as(db, other_provider, lambda uow: uow.patients.delete(patient.id, 1, other_provider)) is False
+    see_all(conn)
     assert conn.execute("SELECT deleted_at FROM patients WHERE id = %s", (patient.id,)).fetchone()[0] is None
 
 
 def test_a_deleted_patients_mrn_can_be_registered_again(db, provider):
     patient = add_patient(db, provider, mrn="MRN-reused")
-    db.run(lambda uow: uow.patients.delete(patient.id, 1, provider))
+    run_as(db, provider, lambda uow: uow.patients.delete(patient.id, 1, provider))
 
     again = add_patient(db, provider, mrn="MRN-reused")
 
@@ -461,11 +472,11 @@ def test_envelope_copied_into_another_patients_row_fails_to_decrypt(db, conn, pr
                  "  FROM patients src WHERE src.id = %s AND patients.id = %s", (victim.id, target.id))
 
     with pytest.raises(DecryptionError) as raised:
-        db.run(lambda uow: uow.patients.get(target.id, provider))
+        run_as(db, provider, lambda uow: uow.patients.get(target.id, provider))
 
     assert "failed authentication" in str(raised.value)
     assert "Victim" not in str(raised.value)
-    assert db.run(lambda uow: uow.patients.get(victim.id, provider)).phi["last_name"] == "Victim"
+    assert run_as(db, provider, lambda uow: uow.patients.get(victim.id, provider)).phi["last_name"] == "Victim"
 
 
 def test_an_altered_envelope_fails_to_decrypt(db, conn, provider):
@@ -473,7 +484,7 @@ def test_an_altered_envelope_fails_to_decrypt(db, conn, provider):
     conn.execute("UPDATE patients SET phi = set_byte(phi, 20, get_byte(phi, 20) # 1) WHERE id = %s", (patient.id,))
 
     with pytest.raises(DecryptionError, match="failed authentication"):
-        db.run(lambda uow: uow.patients.get(patient.id, provider))
+        run_as(db, provider, lambda uow: uow.patients.get(patient.id, provider))
 
 
 # --- audit events ----------------------------------------------------------------------------
