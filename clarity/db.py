@@ -226,9 +226,15 @@ class UnitOfWork:
         self._after_commit.append(hook)
 
     def _flush_events(self, events) -> None:
+        """Write the buffered events. Fails closed: if the audit trail cannot be written the
+        whole unit fails with Unavailable (503), so no PHI leaves and nothing changes."""
         if events:
-            self.audit_events.add_all(events, actor=self.actor, client_addr=self.client_addr,
-                                      request_id=self.request_id)
+            try:
+                self.audit_events.add_all(events, actor=self.actor, client_addr=self.client_addr,
+                                          request_id=self.request_id)
+            except psycopg.Error as exc:
+                log.error("audit insert failed (%s, SQLSTATE %s)", type(exc).__name__, exc.sqlstate)
+                raise errors.Unavailable("The audit trail is unavailable; nothing was done.") from exc
             events.clear()
 
     @cached_property

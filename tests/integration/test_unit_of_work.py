@@ -328,7 +328,7 @@ def test_a_failing_audit_insert_fails_the_whole_unit_and_leaves_the_connection_u
         uow.audit(AuditEvent("X", "user.create", "user"))  # refused by audit_events_action_check
         return "returned"
 
-    with pytest.raises(Invalid):
+    with pytest.raises(Unavailable):
         real_db.run(work, request_id=request_id)
     assert not user_exists(observer, email), "no audit row, no change"
     assert audit_outcomes(observer, request_id) == []
