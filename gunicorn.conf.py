@@ -17,11 +17,22 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 
 
 def post_worker_init(worker):
-    """Open this worker's pool after the fork, so no connection is shared between processes."""
-    worker.wsgi.extensions["clarity"].db.open()
+    """Open this worker's pool after the fork, so no connection is shared between processes,
+    and start sealing the audit trail in the background (one worker at a time seals: the
+    others' try-lock fails and they skip that tick)."""
+    from clarity import audit
+
+    clarity = worker.wsgi.extensions["clarity"]
+    clarity.db.open()
+    worker.audit_sealer = audit.start_background_sealer(
+        worker.wsgi, clarity.settings.audit_seal_interval_seconds)
 
 
 def worker_exit(server, worker):
+    """Stop the sealer before closing the pool it uses."""
+    sealer = getattr(worker, "audit_sealer", None)
+    if sealer is not None:
+        sealer.stop()
     app = getattr(worker, "wsgi", None)
     if app is not None:
         app.extensions["clarity"].db.close()

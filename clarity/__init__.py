@@ -30,7 +30,8 @@ def create_app(settings=None, *, keyring=None) -> Flask:
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
     if keyring is None and settings.data_keys and settings.blind_index_key:
-        keyring = Keyring(settings.data_keys, settings.active_data_key, settings.blind_index_key)
+        keyring = Keyring(settings.data_keys, settings.active_data_key, settings.blind_index_key,
+                          settings.blind_index_next_key)
     elif keyring is None:
         # Production refuses this in config.validate; elsewhere the CLI (keys generate,
         # db upgrade) still works and PHI routes answer 503 until keys are configured.

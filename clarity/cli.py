@@ -1,8 +1,12 @@
-"""Flask commands: ``db upgrade|status``, ``keys generate``, ``seed demo``."""
+"""Flask commands: ``db upgrade|status``, ``keys generate``, ``seed demo``, ``audit seal|verify|head``."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
+import time
+from pathlib import Path
 
 import click
 from flask.cli import AppGroup
@@ -12,10 +16,11 @@ from clarity.db import MIGRATIONS_DIR
 db_cli = AppGroup("db", help="Schema migrations (yoyo).")
 keys_cli = AppGroup("keys", help="Encryption keys.")
 seed_cli = AppGroup("seed", help="Demo data for development.")
+audit_cli = AppGroup("audit", help="The tamper-evident audit trail: seal, verify, export the chain head.")
 
 
 def init_app(app) -> None:
-    for group in (db_cli, keys_cli, seed_cli):
+    for group in (db_cli, keys_cli, seed_cli, audit_cli):
         app.cli.add_command(group)
 
 
@@ -68,6 +73,54 @@ def keys_generate():
     click.echo(f"CLARITY_BLIND_INDEX_KEY={generate_key()}")
 
 
+def _key_command(run, label: str, batch_size: int) -> None:
+    """Run a key-rotation step with progress lines; exit 1 when rows failed or remain."""
+    from flask import current_app
+
+    from clarity.services import keys
+
+    app = current_app.extensions["clarity"]
+    if app.db.keyring is None:
+        raise click.ClickException("CLARITY_DATA_KEYS and CLARITY_BLIND_INDEX_KEY are not configured.")
+    try:
+        report = run(app.db, batch_size=batch_size, progress=lambda line: click.echo(line))
+    except keys.RotationRefused as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"{label}: {report.done} rows, {len(report.failed)} failed to decrypt, {report.remaining} remaining")
+    if report.failed:
+        click.echo("failed ids: " + " ".join(sorted(str(i) for i in report.failed)), err=True)
+    if report.failed or report.remaining:
+        sys.exit(1)
+
+
+_batch_option = click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True,
+                             help="Rows per transaction.")
+
+
+@keys_cli.command("rotate")
+@_batch_option
+def keys_rotate(batch_size):
+    """Re-encipher every row not under CLARITY_ACTIVE_DATA_KEY (resumable; rerun after a crash)."""
+    from clarity.services import keys
+    _key_command(keys.rotate_data_keys, "rotate", batch_size)
+
+
+@keys_cli.command("rebuild-index")
+@_batch_option
+def keys_rebuild_index(batch_size):
+    """Fill the blind indexes under CLARITY_BLIND_INDEX_NEXT_KEY for every patient lacking them."""
+    from clarity.services import keys
+    _key_command(keys.rebuild_blind_indexes, "rebuild-index", batch_size)
+
+
+@keys_cli.command("switch-index")
+@_batch_option
+def keys_switch_index(batch_size):
+    """After promoting the next blind-index key: recompute every patient's blind indexes under it."""
+    from clarity.services import keys
+    _key_command(keys.switch_blind_indexes, "switch-index", batch_size)
+
+
 @seed_cli.command("demo")
 @click.option("--password", envvar="CLARITY_DEMO_PASSWORD", help="Password for both demo users.")
 def seed_demo(password):
@@ -84,3 +137,87 @@ def seed_demo(password):
         app.db.run(lambda uow: users.seed_user(uow, email=email, role=role, password=password,
                                                 passwords=app.passwords))
         click.echo(f"{role:9s} {email}  password: {password}")
+
+
+@contextlib.contextmanager
+def _audit_repository(*, snapshot: bool = False):
+    """An AuditRepository on a connection of its own (the migration URL, else DATABASE_URL),
+    inside one transaction: with ``snapshot``, REPEATABLE READ and read-only, so a
+    verification sees one consistent state (and, holding no xid, never delays sealing)."""
+    import psycopg
+    from flask import current_app
+
+    from clarity.repositories.audit import AuditRepository
+
+    app = current_app.extensions["clarity"]
+    url = app.settings.migration_database_url or app.settings.database_url
+    if not url:
+        raise click.ClickException("Set CLARITY_MIGRATION_DATABASE_URL or DATABASE_URL.")
+    try:
+        conn = psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot connect to the database ({type(exc).__name__})") from None
+    with conn:
+        if snapshot:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+        with conn.transaction():
+            yield AuditRepository(conn, app.db.queries.audit)
+
+
+@audit_cli.command("seal")
+@click.option("--wait-seconds", default=10.0, show_default=True,
+              help="How long to wait while another sealer is at work.")
+def audit_seal(wait_seconds):
+    """Seal every committed audit event into the hash chain and print how many."""
+    from clarity import audit
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        with _audit_repository() as repo:
+            sealed = audit.seal(repo, max_batches=None)
+        if sealed is not None:
+            break
+        if time.monotonic() > deadline:
+            raise click.ClickException("another sealer kept the lock; try again")
+        time.sleep(0.2)
+    click.echo(f"sealed {sealed} audit event(s)")
+
+
+@audit_cli.command("head")
+def audit_head():
+    """Print the chain head as JSON, to keep outside the database (see ``verify --head``)."""
+    from clarity import audit
+
+    with _audit_repository(snapshot=True) as repo:
+        click.echo(json.dumps(audit.export_head(repo)))
+
+
+@audit_cli.command("verify")
+@click.option("--head", "head_text", metavar="FILE_OR_JSON",
+              help="A head exported by `audit head`: the chain must still hold it.")
+@click.option("--max-unsealed-seconds", type=click.FloatRange(min=0), default=300, show_default=True,
+              help="Report an event left unsealed longer than this.")
+def audit_verify(head_text, max_unsealed_seconds):
+    """Check the audit trail; print OK (exit 0) or its first problem (exit 1)."""
+    from clarity import audit
+
+    head = _read_head(head_text) if head_text else None
+    with _audit_repository(snapshot=True) as repo:
+        report = audit.verify(repo, head=head, max_unsealed_seconds=max_unsealed_seconds)
+    if report.problem:
+        click.echo(f"FAIL {report.problem.kind}: {report.problem.message} "
+                   f"({report.seals} seal(s) verified before it)")
+        sys.exit(1)
+    click.echo(f"OK: {report.seals} seal(s) verified; {report.unsealed} event(s) awaiting sealing")
+
+
+def _read_head(text: str) -> tuple[int, bytes]:
+    """An exported head from JSON text (starting with ``{``) or a file; UsageError otherwise."""
+    from clarity import audit
+
+    try:
+        raw = text if text.lstrip().startswith("{") else Path(text).read_text(encoding="utf-8")
+        return audit.parse_head(json.loads(raw))
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"--head takes a file or the JSON printed by `audit head` ({exc})") from None

@@ -25,6 +25,7 @@ class Settings:
     data_keys: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
     active_data_key: str | None = None
     blind_index_key: bytes | None = None
+    blind_index_next_key: bytes | None = None
     token_idle_minutes: int = 15
     token_max_age_hours: int = 12
     login_max_failures: int = 5
@@ -33,7 +34,9 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     proxy_count: int = 0
+    emergency_access_minutes: int = 60
     log_level: str = "INFO"
+    audit_seal_interval_seconds: float = 5.0  # 0 disables the background sealer
 
     @property
     def conninfo(self) -> str:
@@ -52,11 +55,13 @@ _INT_FIELDS = {
     "CLARITY_ARGON2_TIME_COST": "argon2_time_cost",
     "CLARITY_ARGON2_MEMORY_KIB": "argon2_memory_kib",
     "CLARITY_PROXY_COUNT": "proxy_count",
+    "CLARITY_EMERGENCY_ACCESS_MINUTES": "emergency_access_minutes",
 }
 _FLOAT_FIELDS = {
     "CLARITY_DB_POOL_TIMEOUT": "pool_timeout",
     "CLARITY_DB_POOL_MAX_LIFETIME": "pool_max_lifetime",
     "CLARITY_DB_POOL_MAX_IDLE": "pool_max_idle",
+    "CLARITY_AUDIT_SEAL_INTERVAL_SECONDS": "audit_seal_interval_seconds",
 }
 
 
@@ -100,8 +105,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     if environ.get("CLARITY_DATA_KEYS"):
         values["data_keys"] = parse_data_keys(environ["CLARITY_DATA_KEYS"])
         values["active_data_key"] = environ.get("CLARITY_ACTIVE_DATA_KEY") or next(iter(values["data_keys"]))
-    if environ.get("CLARITY_BLIND_INDEX_KEY"):
-        values["blind_index_key"] = decode_key(environ["CLARITY_BLIND_INDEX_KEY"], "CLARITY_BLIND_INDEX_KEY")
+    for var, field in (("CLARITY_BLIND_INDEX_KEY", "blind_index_key"),
+                       ("CLARITY_BLIND_INDEX_NEXT_KEY", "blind_index_next_key")):
+        if environ.get(var):
+            values[field] = decode_key(environ[var], var)
     settings = Settings(**values)
     validate(settings)
     return settings

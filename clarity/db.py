@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from clarity import audit, errors
 from clarity.repositories.audit import AuditRepository
+from clarity.repositories.emergency_access import EmergencyAccessRepository
 from clarity.repositories.patients import PatientRepository
 from clarity.repositories.users import TokenRepository, UserRepository
 
@@ -251,9 +252,16 @@ class UnitOfWork:
 
     @cached_property
     def patients(self) -> PatientRepository:
+        return PatientRepository(self.conn, self.queries.patients, self._keyring())
+
+    @cached_property
+    def emergency_access(self) -> EmergencyAccessRepository:
+        return EmergencyAccessRepository(self.conn, self.queries.emergency_access, self._keyring())
+
+    def _keyring(self):
         if self.keyring is None:
             raise errors.Unavailable("Encryption keys are not configured.", retry_after=60)
-        return PatientRepository(self.conn, self.queries.patients, self.keyring)
+        return self.keyring
 
 
 def migration_ids(directory: Path = MIGRATIONS_DIR) -> set[str]:

@@ -85,6 +85,7 @@ class DecryptionError(ClarityError):
 # Constraint name -> the API field it guards. Names follow <table>_<columns>_<kind>.
 CONSTRAINT_FIELDS = {
     "patients_mrn_bidx_key": "mrn",
+    "patients_mrn_bidx_rotating_key": "mrn",
     "users_email_key": "email",
     "patients_provider_id_fkey": "provider_id",
     "patients_birth_year_check": "date_of_birth",

@@ -26,3 +26,107 @@ SELECT count(*) FILTER (
    AND a.outcome <> 'success'
    AND a.occurred_at > now() - make_interval(secs => %(window_seconds)s)
    AND (a.actor_id = %(user_id)s::uuid OR a.client_addr = %(client_addr)s::inet);
+
+-- name: list_audit_events
+-- Audit events for auditors, newest first, after a keyset cursor over (occurred_at, id), with
+-- optional filters (null = no filter). Params: patient_id, actor_id, action, occurred_from,
+-- occurred_to, after_occurred_at, after_id, limit.
+SELECT id, occurred_at, actor_id, actor_role, action, event_type, entity_type, entity_id,
+       patient_id, outcome, host(client_addr) AS client_addr, request_id, fields
+  FROM audit_events
+ WHERE (%(patient_id)s::uuid IS NULL OR patient_id = %(patient_id)s::uuid)
+   AND (%(actor_id)s::uuid IS NULL OR actor_id = %(actor_id)s::uuid)
+   AND (%(action)s::text IS NULL OR action = %(action)s::text)
+   AND (%(occurred_from)s::timestamptz IS NULL OR occurred_at >= %(occurred_from)s::timestamptz)
+   AND (%(occurred_to)s::timestamptz IS NULL OR occurred_at < %(occurred_to)s::timestamptz)
+   AND (%(after_occurred_at)s::timestamptz IS NULL
+        OR (occurred_at, id) < (%(after_occurred_at)s::timestamptz, %(after_id)s::bigint))
+ ORDER BY occurred_at DESC, id DESC
+ LIMIT %(limit)s;
+
+-- name: get_audit_seal_lock$
+-- Become the only sealer until this transaction ends: true, or false at once when another
+-- sealer holds the lock (never waits). Requests never take this lock. 7302201 is Clarity's
+-- arbitrary, fixed advisory-lock key for sealing.
+SELECT pg_try_advisory_xact_lock(7302201);
+
+-- name: get_audit_seal_horizon$
+-- The sealing horizon: the oldest transaction id still running (or the next one to be
+-- assigned). Every transaction below it has committed or aborted, so the events below it that
+-- this and later snapshots see are final, and no later commit can add an event below it.
+-- Call it before the transaction takes an xid of its own (before inserting seals).
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text;
+
+-- name: get_last_audit_seal^
+-- The chain head: the highest seal and its event's position (event_xid is null when the event
+-- row is gone). Read it after taking the seal lock, in a statement of its own, so the previous
+-- sealer's commit (which released the lock) is visible.
+-- Returns: seq, hash, event_id, horizon, sealed_at, event_xid.
+SELECT s.seq, s.hash, s.event_id, s.horizon::text AS horizon, s.sealed_at, e.xid::text AS event_xid
+  FROM audit_seals s
+  LEFT JOIN audit_events e ON e.id = s.event_id
+ ORDER BY s.seq DESC
+ LIMIT 1;
+
+-- name: list_audit_events_to_seal
+-- The next committed, unsealed events in chain order: (xid, id) after the last sealed event
+-- and xid below the horizon (so the set is final). Params: after_xid, after_id, horizon, limit.
+-- Columns are qualified: a bare "xid" in ORDER BY would sort by the text output column.
+SELECT e.id, e.xid::text AS xid, e.occurred_at, e.actor_id::text AS actor_id, e.actor_role,
+       e.action, e.event_type, e.entity_type, e.entity_id, e.patient_id::text AS patient_id,
+       e.outcome, e.client_addr::text AS client_addr, e.request_id, e.fields
+  FROM audit_events e
+ WHERE (e.xid, e.id) > (%(after_xid)s::xid8, %(after_id)s::bigint)
+   AND e.xid < %(horizon)s::xid8
+ ORDER BY e.xid, e.id
+ LIMIT %(limit)s;
+
+-- name: insert_audit_seals!
+-- Append one batch of seals in one statement. Params: seqs, event_ids, prev_hashes, hashes
+-- (parallel arrays), horizon.
+INSERT INTO audit_seals (seq, event_id, prev_hash, hash, horizon)
+SELECT s.seq, s.event_id, s.prev_hash, s.hash, %(horizon)s::xid8
+  FROM unnest(%(seqs)s::bigint[], %(event_ids)s::bigint[], %(prev_hashes)s::bytea[],
+              %(hashes)s::bytea[]) AS s(seq, event_id, prev_hash, hash);
+
+-- name: list_audit_seals_with_events
+-- Verification: seals after a seq, in order, each with its event's columns as sealed (all
+-- null when the event row is gone). Params: after_seq, limit.
+SELECT s.seq, s.event_id, s.prev_hash, s.hash, s.horizon::text AS horizon,
+       e.id, e.xid::text AS xid, e.occurred_at, e.actor_id::text AS actor_id, e.actor_role,
+       e.action, e.event_type, e.entity_type, e.entity_id, e.patient_id::text AS patient_id,
+       e.outcome, e.client_addr::text AS client_addr, e.request_id, e.fields
+  FROM audit_seals s
+  LEFT JOIN audit_events e ON e.id = s.event_id
+ WHERE s.seq > %(after_seq)s
+ ORDER BY s.seq
+ LIMIT %(limit)s;
+
+-- name: get_misplaced_audit_event$
+-- Verification: the first unsealed event that the sealer can never reach in order: its xid is
+-- below the horizon the chain already passed (inserted or backdated behind the sealer), or no
+-- transaction has had it yet (forged). Null when there is none. Params: horizon.
+SELECT e.id
+  FROM audit_events e
+ WHERE (e.xid < %(horizon)s::xid8 OR e.xid >= pg_snapshot_xmax(pg_current_snapshot()))
+   AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+ ORDER BY e.xid, e.id
+ LIMIT 1;
+
+-- name: get_overdue_audit_event$
+-- Verification: the oldest unsealed event after the chain head that occurred more than
+-- max_unsealed_seconds ago (sealing stopped, or a transaction stayed open that long).
+-- Null when there is none. Params: after_xid, after_id, max_unsealed_seconds.
+SELECT e.id
+  FROM audit_events e
+ WHERE (e.xid, e.id) > (%(after_xid)s::xid8, %(after_id)s::bigint)
+   AND e.occurred_at < now() - make_interval(secs => %(max_unsealed_seconds)s)
+   AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+ ORDER BY e.occurred_at, e.id
+ LIMIT 1;
+
+-- name: count_unsealed_audit_events$
+-- Events after the chain head, waiting to be sealed. Params: after_xid, after_id.
+SELECT count(*)
+  FROM audit_events e
+ WHERE (e.xid, e.id) > (%(after_xid)s::xid8, %(after_id)s::bigint);

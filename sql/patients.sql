@@ -1,16 +1,22 @@
 -- name: get_patient^
--- One live patient visible to the actor. Params: id, actor_id, actor_is_admin.
+-- One live patient visible to the actor: an admin sees all, a provider their own and those
+-- they hold an active emergency-access grant for. Params: id, actor_id, actor_is_admin.
 SELECT id, provider_id, status, phi, phi_key_id, version, created_at, updated_at
   FROM patients
  WHERE id = %(id)s
    AND deleted_at IS NULL
-   AND (%(actor_is_admin)s OR provider_id = %(actor_id)s);
+   AND (%(actor_is_admin)s OR provider_id = %(actor_id)s
+        OR EXISTS (SELECT 1 FROM emergency_access_grants g
+                    WHERE g.patient_id = patients.id AND g.provider_id = %(actor_id)s
+                      AND g.expires_at > now()));
 
 -- name: list_patients
--- Live patients visible to the actor, in creation order after a keyset cursor, with optional
+-- Live patients of the actor (an admin: all; emergency grants open single patients by id,
+-- they do not widen lists), in creation order after a keyset cursor, with optional
 -- filters (null = no filter): status, birth-year range, and blind indexes of MRN, email and
--- last name. Params: actor_id, actor_is_admin, status, birth_year_from, birth_year_to,
--- mrn_bidx, email_bidx, last_name_bidx, after_created_at, after_id, limit.
+-- last name (arrays: the value's index under each configured key, matched in the main and
+-- the rotation column). Params: actor_id, actor_is_admin, status, birth_year_from,
+-- birth_year_to, mrn_bidx, email_bidx, last_name_bidx, after_created_at, after_id, limit.
 SELECT id, provider_id, status, phi, phi_key_id, version, created_at, updated_at
   FROM patients
  WHERE deleted_at IS NULL
@@ -18,9 +24,12 @@ SELECT id, provider_id, status, phi, phi_key_id, version, created_at, updated_at
    AND (%(status)s::text IS NULL OR status = %(status)s::text)
    AND (%(birth_year_from)s::smallint IS NULL OR birth_year >= %(birth_year_from)s::smallint)
    AND (%(birth_year_to)s::smallint IS NULL OR birth_year <= %(birth_year_to)s::smallint)
-   AND (%(mrn_bidx)s::bytea IS NULL OR mrn_bidx = %(mrn_bidx)s::bytea)
-   AND (%(email_bidx)s::bytea IS NULL OR email_bidx = %(email_bidx)s::bytea)
-   AND (%(last_name_bidx)s::bytea IS NULL OR last_name_bidx = %(last_name_bidx)s::bytea)
+   AND (%(mrn_bidx)s::bytea[] IS NULL OR mrn_bidx = ANY(%(mrn_bidx)s::bytea[])
+        OR mrn_bidx_next = ANY(%(mrn_bidx)s::bytea[]))
+   AND (%(email_bidx)s::bytea[] IS NULL OR email_bidx = ANY(%(email_bidx)s::bytea[])
+        OR email_bidx_next = ANY(%(email_bidx)s::bytea[]))
+   AND (%(last_name_bidx)s::bytea[] IS NULL OR last_name_bidx = ANY(%(last_name_bidx)s::bytea[])
+        OR last_name_bidx_next = ANY(%(last_name_bidx)s::bytea[]))
    AND (%(after_created_at)s::timestamptz IS NULL
         OR (created_at, id) > (%(after_created_at)s::timestamptz, %(after_id)s::uuid))
  ORDER BY created_at, id
@@ -28,38 +37,97 @@ SELECT id, provider_id, status, phi, phi_key_id, version, created_at, updated_at
 
 -- name: insert_patient^
 -- Create a patient. Params: id, provider_id, status, birth_year, mrn_bidx, email_bidx,
--- last_name_bidx, phi, phi_key_id.
+-- last_name_bidx, their *_next (null unless a blind-index rotation is under way), phi, phi_key_id.
 INSERT INTO patients (id, provider_id, status, birth_year, mrn_bidx, email_bidx, last_name_bidx,
-                      phi, phi_key_id)
+                      mrn_bidx_next, email_bidx_next, last_name_bidx_next, phi, phi_key_id)
 VALUES (%(id)s, %(provider_id)s, %(status)s, %(birth_year)s, %(mrn_bidx)s, %(email_bidx)s,
-        %(last_name_bidx)s, %(phi)s, %(phi_key_id)s)
+        %(last_name_bidx)s, %(mrn_bidx_next)s, %(email_bidx_next)s, %(last_name_bidx_next)s,
+        %(phi)s, %(phi_key_id)s)
 RETURNING id, provider_id, status, phi, phi_key_id, version, created_at, updated_at;
 
 -- name: update_patient^
 -- Replace a live patient's PHI and derived columns when its version matches and the actor
--- may see it. Params: id, version, actor_id, actor_is_admin, status, birth_year, mrn_bidx,
--- email_bidx, last_name_bidx, phi, phi_key_id.
+-- may see it (as get_patient, emergency grants included). Params: id, version, actor_id,
+-- actor_is_admin, status, birth_year, mrn_bidx, email_bidx, last_name_bidx, their *_next,
+-- phi, phi_key_id.
 UPDATE patients
    SET status = %(status)s,
        birth_year = %(birth_year)s,
        mrn_bidx = %(mrn_bidx)s,
        email_bidx = %(email_bidx)s,
        last_name_bidx = %(last_name_bidx)s,
+       mrn_bidx_next = %(mrn_bidx_next)s,
+       email_bidx_next = %(email_bidx_next)s,
+       last_name_bidx_next = %(last_name_bidx_next)s,
        phi = %(phi)s,
        phi_key_id = %(phi_key_id)s,
        version = version + 1
  WHERE id = %(id)s
    AND version = %(version)s
    AND deleted_at IS NULL
-   AND (%(actor_is_admin)s OR provider_id = %(actor_id)s)
+   AND (%(actor_is_admin)s OR provider_id = %(actor_id)s
+        OR EXISTS (SELECT 1 FROM emergency_access_grants g
+                    WHERE g.patient_id = patients.id AND g.provider_id = %(actor_id)s
+                      AND g.expires_at > now()))
 RETURNING id, provider_id, status, phi, phi_key_id, version, created_at, updated_at;
 
 -- name: delete_patient!
 -- Soft-delete a live patient (kept for the audit trail) when its version matches and the
--- actor may see it. Params: id, version, actor_id, actor_is_admin.
+-- actor is an admin or its provider (an emergency grant does not allow deleting).
+-- Params: id, version, actor_id, actor_is_admin.
 UPDATE patients
    SET deleted_at = now(), version = version + 1
  WHERE id = %(id)s
    AND version = %(version)s
    AND deleted_at IS NULL
    AND (%(actor_is_admin)s OR provider_id = %(actor_id)s);
+
+-- name: count_patients_not_under_key$
+-- How many patients (deleted ones too) are enciphered under another key. Params: key_id.
+SELECT count(*) FROM patients WHERE phi_key_id <> %(key_id)s;
+
+-- name: list_patients_not_under_key
+-- A batch of patients (deleted ones too) enciphered under another key, for rotation.
+-- Params: key_id, after_id (null for the first batch), limit.
+SELECT id, phi, phi_key_id, version
+  FROM patients
+ WHERE phi_key_id <> %(key_id)s
+   AND (%(after_id)s::uuid IS NULL OR id > %(after_id)s::uuid)
+ ORDER BY id
+ LIMIT %(limit)s;
+
+-- name: update_patient_envelope!
+-- Store a re-enciphered envelope unless the patient changed meanwhile (version and key id
+-- still as read); the content is unchanged, so the version stays. Params: id, version,
+-- old_key_id, phi, phi_key_id.
+UPDATE patients
+   SET phi = %(phi)s, phi_key_id = %(phi_key_id)s
+ WHERE id = %(id)s AND version = %(version)s AND phi_key_id = %(old_key_id)s;
+
+-- name: count_patients_without_next_index$
+-- How many patients (deleted ones too) still lack their next-key blind indexes.
+SELECT count(*) FROM patients WHERE mrn_bidx_next IS NULL;
+
+-- name: count_patients_with_next_index$
+-- How many patients still hold next-key blind indexes (zero once a switch is complete).
+SELECT count(*) FROM patients WHERE mrn_bidx_next IS NOT NULL;
+
+-- name: list_patients_for_reindex
+-- A batch of patients (deleted ones too) whose blind indexes are to be recomputed: all of
+-- them, or only those lacking next-key indexes. Params: without_next_only, after_id (null
+-- first), limit.
+SELECT id, phi, phi_key_id, version
+  FROM patients
+ WHERE (NOT %(without_next_only)s OR mrn_bidx_next IS NULL)
+   AND (%(after_id)s::uuid IS NULL OR id > %(after_id)s::uuid)
+ ORDER BY id
+ LIMIT %(limit)s;
+
+-- name: update_patient_indexes!
+-- Store recomputed blind indexes unless the patient changed meanwhile (its writer computed
+-- them). Params: id, version, mrn_bidx, email_bidx, last_name_bidx, their *_next.
+UPDATE patients
+   SET mrn_bidx = %(mrn_bidx)s, email_bidx = %(email_bidx)s, last_name_bidx = %(last_name_bidx)s,
+       mrn_bidx_next = %(mrn_bidx_next)s, email_bidx_next = %(email_bidx_next)s,
+       last_name_bidx_next = %(last_name_bidx_next)s
+ WHERE id = %(id)s AND version = %(version)s;

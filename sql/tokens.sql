@@ -36,3 +36,18 @@ UPDATE auth_tokens SET revoked_at = now() WHERE id = %(id)s AND revoked_at IS NU
 -- name: update_tokens_revoked_for_user!
 -- Revoke every live token of a user (disable, password change). Params: user_id.
 UPDATE auth_tokens SET revoked_at = now() WHERE user_id = %(user_id)s AND revoked_at IS NULL;
+
+-- name: list_tokens_for_user
+-- A user's live sessions, most recently used first. Params: user_id, idle_seconds.
+SELECT id, created_at, last_used_at, expires_at, host(client_addr) AS client_addr
+  FROM auth_tokens
+ WHERE user_id = %(user_id)s
+   AND revoked_at IS NULL
+   AND expires_at > now()
+   AND last_used_at > now() - make_interval(secs => %(idle_seconds)s)
+ ORDER BY last_used_at DESC, id;
+
+-- name: update_token_revoked_for_user!
+-- Revoke one of a user's own tokens. Params: id, user_id.
+UPDATE auth_tokens SET revoked_at = now()
+ WHERE id = %(id)s AND user_id = %(user_id)s AND revoked_at IS NULL;

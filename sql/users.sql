@@ -10,6 +10,10 @@ SELECT id, role, password_hash, disabled_at
   FROM users
  WHERE lower(email) = lower(%(email)s);
 
+-- name: get_user_password_hash$
+-- A user's password hash, by id. Params: id.
+SELECT password_hash FROM users WHERE id = %(id)s;
+
 -- name: list_users
 -- Users in creation order after a keyset cursor. Params: after_created_at, after_id, limit.
 SELECT id, email, display_name, role, disabled_at, version, created_at, updated_at
@@ -43,3 +47,9 @@ RETURNING id, email, display_name, role, disabled_at, version, created_at, updat
 -- name: update_user_password_hash!
 -- Store a rehashed password (same password, stronger parameters). Params: id, password_hash.
 UPDATE users SET password_hash = %(password_hash)s WHERE id = %(id)s;
+
+-- name: update_user_password!
+-- Set a new password hash (bumping the version). Params: id, password_hash.
+UPDATE users
+   SET password_hash = %(password_hash)s, password_changed_at = now(), version = version + 1
+ WHERE id = %(id)s;

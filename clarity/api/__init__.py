@@ -20,7 +20,7 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 def init_app(app) -> None:
-    from clarity.api import auth, health, patients, users
+    from clarity.api import audit_events, auth, emergency_access, health, patients, users
 
     settings = app.extensions["clarity"].settings
     app.config.update(
@@ -40,7 +40,7 @@ def init_app(app) -> None:
     if settings.proxy_count:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count)
     api = Api(app)
-    for module in (auth, users, patients):
+    for module in (auth, users, patients, emergency_access, audit_events):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
     app.before_request(_start_request)

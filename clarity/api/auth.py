@@ -43,3 +43,27 @@ def create_token(body):
 def delete_current_token():
     """Sign out: the token stops working at once."""
     run(lambda uow, actor: auth.logout(uow, actor))
+
+
+class SessionSchema(Schema):
+    id = fields.UUID()
+    created_at = fields.DateTime()
+    last_used_at = fields.DateTime()
+    expires_at = fields.DateTime()
+    client_addr = fields.String(allow_none=True)
+    current = fields.Boolean()
+
+
+@blp.route("/sessions", methods=["GET"])
+@blp.response(200, SessionSchema(many=True))
+def list_sessions():
+    """Your live sessions (tokens), most recently used first."""
+    settings = clarity().settings
+    return run(lambda uow, actor: auth.list_sessions(uow, actor, settings=settings))
+
+
+@blp.route("/sessions/<uuid:session_id>", methods=["DELETE"])
+@blp.response(204)
+def delete_session(session_id):
+    """End one of your sessions at once (404 when it is not yours or already ended)."""
+    run(lambda uow, actor: auth.revoke_session(uow, actor, session_id))

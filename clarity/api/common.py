@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from urllib.parse import urlencode
 
 from flask import current_app, g, request
 from marshmallow import ValidationError, fields, validate
@@ -54,13 +55,14 @@ def encode_cursor(after) -> str | None:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None):
-    """The keyset position in a cursor; BadRequest when it was not made by encode_cursor."""
+def decode_cursor(cursor: str | None, id_type=uuid.UUID):
+    """The keyset position in a cursor, its id converted by ``id_type`` (``int`` for bigint
+    ids); BadRequest when it was not made by encode_cursor."""
     if cursor is None:
         return None
     try:
         created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return dt.datetime.fromisoformat(created_at), uuid.UUID(row_id)
+        return dt.datetime.fromisoformat(created_at), id_type(row_id)
     except (ValueError, TypeError):
         raise BadRequest("The cursor is invalid; use the one from the previous page.") from None
 
@@ -72,8 +74,8 @@ def next_link(after) -> dict:
         return {}
     args = request.args.to_dict()
     args["cursor"] = cursor
-    query = "&".join(f"{k}={v}" for k, v in args.items())
-    return {"Link": f'<{request.path}?{query}>; rel="next"'}
+    # Encoded: a timestamp filter's "+00:00" would otherwise come back as a space.
+    return {"Link": f'<{request.path}?{urlencode(args)}>; rel="next"'}
 
 
 def etag(version: int) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from clarity.api.common import Text, cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
 from clarity.services import patients
@@ -139,7 +139,7 @@ def create_patient(body):
 
 
 @blp.route("", methods=["GET"])
-@blp.arguments(PatientListArgs, location="query")
+@blp.arguments(PatientListArgs, location="query", unknown=RAISE)
 @blp.response(200, PatientSchema(many=True))
 def list_patients(args):
     """The actor's patients, oldest first, filtered by status and date of birth range; the

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from clarity.api.common import Text, clarity, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
 from clarity.security.access import ROLES
-from clarity.services import users
+from clarity.services import auth, users
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1/users", description="Staff users")
 
@@ -43,6 +43,11 @@ class UserUpdateSchema(Schema):
             raise ValidationError("Send at least one field to change.")
 
 
+class PasswordChangeSchema(Schema):
+    current_password = Text(required=True, max_length=256, load_only=True)
+    new_password = Password(required=True)
+
+
 class UserListArgs(Schema):
     limit = limit_field(strict=False)
     cursor = cursor_field()
@@ -56,8 +61,17 @@ def get_me():
     return user, 200, etag(user.version)
 
 
+@blp.route("/me/password", methods=["POST"])
+@blp.arguments(PasswordChangeSchema)
+@blp.response(204)
+def change_my_password(body):
+    """Change your password. Every session of yours ends, this one too: sign in again."""
+    run(lambda uow, actor: auth.change_password(uow, actor, body["current_password"], body["new_password"],
+                                                passwords=clarity().passwords))
+
+
 @blp.route("", methods=["GET"])
-@blp.arguments(UserListArgs, location="query")
+@blp.arguments(UserListArgs, location="query", unknown=RAISE)
 @blp.response(200, UserSchema(many=True))
 def list_users(args):
     """All staff users, in creation order (admin only); next page in the Link header."""

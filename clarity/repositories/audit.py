@@ -1,9 +1,62 @@
-"""Audit events: append-only writes and the failed-login counts that drive rate limits."""
+"""Audit events and their seals: append-only writes, the auditors' reads, the sealer's and the
+verifier's queries, and the failed-login counts that drive rate limits."""
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
+import uuid
+from collections.abc import Iterator
 
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
+
+# Every column of an event, as the chain hashes it (see clarity.audit.canonical).
+EVENT_COLUMNS = ("id", "xid", "occurred_at", "actor_id", "actor_role", "action", "event_type",
+                 "entity_type", "entity_id", "patient_id", "outcome", "client_addr",
+                 "request_id", "fields")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditRecord:
+    """An audit event as auditors read it."""
+
+    id: int
+    occurred_at: dt.datetime
+    actor_id: uuid.UUID | None
+    actor_role: str | None
+    action: str
+    event_type: str
+    entity_type: str | None
+    entity_id: str | None
+    patient_id: uuid.UUID | None
+    outcome: str
+    client_addr: str | None
+    request_id: str | None
+    fields: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainHead:
+    """The last seal; ``event_xid`` is None when its event row is gone."""
+
+    seq: int
+    hash: bytes
+    event_id: int
+    horizon: int
+    sealed_at: dt.datetime
+    event_xid: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Seal:
+    """One link of the chain with the event it seals (None when the event row is gone)."""
+
+    seq: int
+    event_id: int
+    prev_hash: bytes
+    hash: bytes
+    horizon: int
+    event: dict | None
 
 
 class AuditRepository:
@@ -28,6 +81,16 @@ class AuditRepository:
         } for event in events]
         self.q.insert_audit_events.rowcount(self.conn, {"events": json.dumps(rows)})
 
+    def list(self, *, patient_id=None, actor_id=None, action=None, occurred_from=None,
+             occurred_to=None, after: tuple | None = None, limit: int) -> list[AuditRecord]:
+        """Events newest first, strictly older than the ``(occurred_at, id)`` cursor ``after``."""
+        after_occurred_at, after_id = after or (None, None)
+        return self.q.list_audit_events.all(self.conn, {
+            "patient_id": patient_id, "actor_id": actor_id, "action": action,
+            "occurred_from": occurred_from, "occurred_to": occurred_to,
+            "after_occurred_at": after_occurred_at, "after_id": after_id, "limit": limit,
+        }, class_row(AuditRecord))
+
     def count_login_failures(self, *, user_id, client_addr, window_seconds) -> dict:
         """Failed logins in the window: ``account_failures`` (since the account's last success)
         and ``address_failures``."""
@@ -35,6 +98,75 @@ class AuditRepository:
             "user_id": user_id, "client_addr": client_addr, "window_seconds": window_seconds,
         }, dict_row)
 
+    def try_lock_sealing(self) -> bool:
+        """Take the sealer's transaction-scoped advisory lock; False at once when it is held."""
+        return self.q.get_audit_seal_lock.value(self.conn)
+
+    def seal_horizon(self) -> int:
+        """The xid below which every transaction has finished (see sql/audit.sql)."""
+        return int(self.q.get_audit_seal_horizon.value(self.conn))
+
+    def last_seal(self) -> ChainHead | None:
+        row = self.q.get_last_audit_seal.one(self.conn, None, dict_row)
+        if row is None:
+            return None
+        return ChainHead(**{**row, "horizon": int(row["horizon"]), "event_xid": _int(row["event_xid"])})
+
+    def list_to_seal(self, after: tuple[int, int], horizon: int, limit: int) -> list[dict]:
+        """Committed events after the ``(xid, id)`` position ``after`` with xid below
+        ``horizon``, in chain order, as dicts of EVENT_COLUMNS."""
+        rows = self.q.list_audit_events_to_seal.all(self.conn, {
+            "after_xid": str(after[0]), "after_id": after[1], "horizon": str(horizon), "limit": limit,
+        }, dict_row)
+        return [{**row, "xid": int(row["xid"])} for row in rows]
+
+    def add_seals(self, *, seqs, event_ids, prev_hashes, hashes, horizon: int) -> None:
+        """Append one batch of seals (parallel lists) in one statement."""
+        self.q.insert_audit_seals.rowcount(self.conn, {
+            "seqs": seqs, "event_ids": event_ids, "prev_hashes": prev_hashes, "hashes": hashes,
+            "horizon": str(horizon),
+        })
+
+    def iter_seals(self, batch_size: int = 5000) -> Iterator[Seal]:
+        """Every seal in seq order with its event, in keyset batches (never all in memory).
+        Run it inside one REPEATABLE READ transaction for a consistent walk."""
+        after_seq = 0
+        while True:
+            rows = self.q.list_audit_seals_with_events.all(
+                self.conn, {"after_seq": after_seq, "limit": batch_size}, dict_row)
+            yield from map(_seal, rows)
+            if len(rows) < batch_size:
+                return
+            after_seq = rows[-1]["seq"]
+
+    def misplaced_event(self, horizon: int) -> int | None:
+        """The first unsealed event below ``horizon`` or with a never-assigned xid, or None."""
+        return self.q.get_misplaced_audit_event.value(self.conn, {"horizon": str(horizon)})
+
+    def overdue_event(self, after: tuple[int, int], max_unsealed_seconds: float) -> int | None:
+        """The oldest unsealed event after ``after`` older than the limit, or None."""
+        return self.q.get_overdue_audit_event.value(self.conn, {
+            "after_xid": str(after[0]), "after_id": after[1],
+            "max_unsealed_seconds": max_unsealed_seconds,
+        })
+
+    def count_unsealed(self, after: tuple[int, int]) -> int:
+        return self.q.count_unsealed_audit_events.value(
+            self.conn, {"after_xid": str(after[0]), "after_id": after[1]})
+
+
+def _seal(row: dict) -> Seal:
+    event = None
+    if row["id"] is not None:
+        event = {name: row[name] for name in EVENT_COLUMNS}
+        event["xid"] = int(event["xid"])
+    return Seal(seq=row["seq"], event_id=row["event_id"], prev_hash=row["prev_hash"],
+                hash=row["hash"], horizon=int(row["horizon"]), event=event)
+
 
 def _text(value):
     return None if value is None else str(value)
+
+
+def _int(value):
+    return None if value is None else int(value)

@@ -7,7 +7,8 @@ import uuid
 
 from psycopg.rows import dict_row
 
-from clarity.security.crypto import normalize
+from clarity.errors import DecryptionError
+from clarity.security.crypto import normalize, reencrypt_rows
 
 TABLE, PHI_COLUMN = "patients", "phi"
 BLIND_INDEXED = ("mrn", "email", "last_name")
@@ -44,7 +45,7 @@ class PatientRepository:
         rows = self.q.list_patients.all(self.conn, {
             **actor.scope(), "status": status,
             "birth_year_from": birth_year_from, "birth_year_to": birth_year_to,
-            **{f"{field}_bidx": self._bidx(field, value) for field, value in wanted.items()},
+            **{f"{field}_bidx": self.keyring.lookup_indexes(TABLE, field, value) for field, value in wanted.items()},
             "after_created_at": after_created_at, "after_id": after_id, "limit": limit,
         }, dict_row)
         patients = [self._from_row(row) for row in rows]
@@ -74,16 +75,58 @@ class PatientRepository:
             "id": patient_id, "version": version, **actor.scope(),
         }) == 1
 
+    def count_not_under_active_key(self) -> int:
+        return self.q.count_patients_not_under_key.value(self.conn, {"key_id": self.keyring.active_key_id})
+
+    def reencrypt_batch(self, *, after_id=None, limit: int) -> tuple[list, list, object]:
+        """Re-encipher up to ``limit`` patients not under the active key, in id order after
+        ``after_id``. Returns (rotated ids, ids that failed to decrypt, last id seen or None).
+        A patient updated concurrently is left alone: its writer used the active key."""
+        rows = self.q.list_patients_not_under_key.all(self.conn, {
+            "key_id": self.keyring.active_key_id, "after_id": after_id, "limit": limit}, dict_row)
+        rotated, failed = reencrypt_rows(self.keyring, TABLE, PHI_COLUMN, rows, key_id_column="phi_key_id", store=(
+            lambda row, envelope, key_id: self.q.update_patient_envelope.rowcount(self.conn, {
+                "id": row["id"], "version": row["version"], "old_key_id": row["phi_key_id"],
+                "phi": envelope, "phi_key_id": key_id})))
+        return rotated, failed, (rows[-1]["id"] if rows else None)
+
+    def count_without_next_index(self) -> int:
+        return self.q.count_patients_without_next_index.value(self.conn)
+
+    def count_with_next_index(self) -> int:
+        return self.q.count_patients_with_next_index.value(self.conn)
+
+    def reindex_batch(self, *, without_next_only: bool, after_id=None, limit: int) -> tuple[list, list, object]:
+        """Recompute the blind indexes of up to ``limit`` patients (all, or those lacking
+        next-key indexes) under the configured keys, in id order after ``after_id``:
+        (reindexed ids, ids that failed to decrypt, last id or None). A patient updated
+        meanwhile is skipped: its writer computed them."""
+        rows = self.q.list_patients_for_reindex.all(self.conn, {
+            "without_next_only": without_next_only, "after_id": after_id, "limit": limit}, dict_row)
+        done, failed = [], []
+        for row in rows:
+            try:
+                phi = self.keyring.decrypt(TABLE, PHI_COLUMN, row["id"], row["phi"], row["phi_key_id"])
+            except DecryptionError:
+                failed.append(row["id"])
+                continue
+            if self.q.update_patient_indexes.rowcount(self.conn, {
+                    "id": row["id"], "version": row["version"],
+                    **self._indexes(phi), **self._indexes(phi, root="next", suffix="_next")}):
+                done.append(row["id"])
+        return done, failed, (rows[-1]["id"] if rows else None)
+
     def _sealed(self, patient_id, phi: dict) -> dict:
         envelope, key_id = self.keyring.encrypt(TABLE, PHI_COLUMN, patient_id, phi)
         return {
             "birth_year": int(phi["date_of_birth"][:4]),
-            **{f"{field}_bidx": self._bidx(field, phi.get(field)) for field in BLIND_INDEXED},
+            **self._indexes(phi), **self._indexes(phi, root="next", suffix="_next"),
             "phi": envelope, "phi_key_id": key_id,
         }
 
-    def _bidx(self, field, value):
-        return self.keyring.blind_index(TABLE, field, value)
+    def _indexes(self, phi: dict, *, root="current", suffix="") -> dict:
+        return {f"{field}_bidx{suffix}": self.keyring.blind_index(TABLE, field, phi.get(field), root=root)
+                for field in BLIND_INDEXED}
 
     def _from_row(self, row) -> Patient:
         phi = self.keyring.decrypt(TABLE, PHI_COLUMN, row["id"], row["phi"], row["phi_key_id"])

@@ -43,6 +43,9 @@ class UserRepository:
     def get_credentials(self, email: str) -> Credentials | None:
         return self.q.get_user_credentials.one(self.conn, {"email": email}, class_row(Credentials))
 
+    def get_password_hash(self, user_id) -> str | None:
+        return self.q.get_user_password_hash.value(self.conn, {"id": user_id})
+
     def list(self, *, after: tuple | None, limit: int) -> list[User]:
         after_created_at, after_id = after or (None, None)
         return self.q.list_users.all(self.conn, {
@@ -62,6 +65,10 @@ class UserRepository:
             "id": user_id, "version": version, "display_name": display_name, "role": role,
             "password_hash": password_hash, "disabled": disabled,
         }, class_row(User))
+
+    def change_password(self, user_id, password_hash) -> None:
+        """Store a new password's hash (a real change: bumps the version)."""
+        self.q.update_user_password.rowcount(self.conn, {"id": user_id, "password_hash": password_hash})
 
     def set_password_hash(self, user_id, password_hash) -> None:
         self.q.update_user_password_hash.rowcount(self.conn, {"id": user_id, "password_hash": password_hash})
@@ -83,6 +90,14 @@ class TokenRepository:
         return self.q.get_token_actor.one(self.conn, {
             "token_hash": token_hash, "idle_seconds": idle_seconds, "request_id": request_id or "",
         }, dict_row)
+
+    def list_for_user(self, user_id, *, idle_seconds: int) -> list[dict]:
+        """The user's live sessions, most recently used first."""
+        return self.q.list_tokens_for_user.all(self.conn, {"user_id": user_id, "idle_seconds": idle_seconds}, dict_row)
+
+    def revoke_own(self, token_id, user_id) -> bool:
+        """Revoke one of the user's own tokens; False when it is not theirs or already dead."""
+        return self.q.update_token_revoked_for_user.rowcount(self.conn, {"id": token_id, "user_id": user_id}) == 1
 
     def revoke(self, token_id) -> bool:
         return self.q.update_token_revoked.rowcount(self.conn, {"id": token_id}) == 1

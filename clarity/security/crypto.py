@@ -38,15 +38,21 @@ def normalize(value: str) -> str:
 
 
 class Keyring:
-    """Data keys (one active for writes) and the blind-index root key."""
+    """Data keys (one active for writes), the blind-index root key, and while a blind-index
+    rotation is under way the next one."""
 
-    def __init__(self, data_keys: Mapping[str, bytes], active_key_id: str, blind_index_key: bytes):
+    def __init__(self, data_keys: Mapping[str, bytes], active_key_id: str, blind_index_key: bytes,
+                 next_blind_index_key: bytes | None = None):
         if active_key_id not in data_keys:
             raise ValueError("the active data key id is not among the data keys")
         self._ciphers = {kid: AESGCM(key) for kid, key in data_keys.items()}
         self.active_key_id = active_key_id
-        self._blind_root = blind_index_key
-        self._blind_keys: dict[str, bytes] = {}
+        self._blind_roots = {"current": blind_index_key, "next": next_blind_index_key}
+        self._blind_keys: dict[tuple[str, str], bytes] = {}
+
+    @property
+    def rotating_blind_index(self) -> bool:
+        return self._blind_roots["next"] is not None
 
     def encrypt(self, table: str, column: str, row_id, fields: dict) -> tuple[bytes, str]:
         """Seal ``fields`` for one row; return (envelope, key id)."""
@@ -70,18 +76,42 @@ class Keyring:
             ) from None
         return json.loads(plaintext)
 
-    def blind_index(self, table: str, column: str, value: str | None) -> bytes | None:
-        """HMAC-SHA256 of the normalized value under a key derived for this column only."""
-        if value is None:
+    def blind_index(self, table: str, column: str, value: str | None, *, root: str = "current") -> bytes | None:
+        """HMAC-SHA256 of the normalized value under a key derived for this column only, from
+        the current root key (or the ``"next"`` one; None when there is none)."""
+        if value is None or self._blind_roots[root] is None:
             return None
         scope = f"{table}.{column}"
-        key = self._blind_keys.get(scope)
+        key = self._blind_keys.get((root, scope))
         if key is None:
             key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                       info=f"clarity blind index {scope}".encode()).derive(self._blind_root)
-            self._blind_keys[scope] = key
+                       info=f"clarity blind index {scope}".encode()).derive(self._blind_roots[root])
+            self._blind_keys[(root, scope)] = key
         return hmac.new(key, normalize(value).encode(), hashlib.sha256).digest()
+
+    def lookup_indexes(self, table: str, column: str, value: str | None) -> list[bytes] | None:
+        """The value's blind index under every configured root key (lookups match any)."""
+        if value is None:
+            return None
+        return [h for h in (self.blind_index(table, column, value, root=root) for root in self._blind_roots) if h]
 
 
 def _aad(table: str, column: str, row_id) -> bytes:
     return f"{table}.{column}:{row_id}".encode()
+
+
+def reencrypt_rows(keyring: Keyring, table: str, column: str, rows, *, key_id_column: str, store):
+    """Re-encipher ``rows`` (dicts with ``id``, ``column`` and ``key_id_column``) under the
+    active key; ``store(row, envelope, key_id)`` writes one and returns whether it did.
+    Returns (rotated ids, ids whose envelope failed to decrypt)."""
+    rotated, failed = [], []
+    for row in rows:
+        try:
+            fields = keyring.decrypt(table, column, row["id"], row[column], row[key_id_column])
+        except DecryptionError:
+            failed.append(row["id"])
+            continue
+        envelope, key_id = keyring.encrypt(table, column, row["id"], fields)
+        if store(row, envelope, key_id):
+            rotated.append(row["id"])
+    return rotated, failed

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from clarity.audit import EXECUTE, AuditEvent
-from clarity.errors import TooManyRequests, Unauthorized
+from clarity.errors import Invalid, NotFound, TooManyRequests, Unauthorized
 from clarity.security.access import Actor, new_token, token_digest
 
 
@@ -57,3 +57,26 @@ def logout(uow, actor: Actor) -> None:
     """Revoke the token the actor authenticated with, effective at once."""
     uow.tokens.revoke(actor.token_id)
     uow.audit(AuditEvent(EXECUTE, "auth.logout", "user", actor.id))
+
+
+def list_sessions(uow, actor: Actor, *, settings) -> list[dict]:
+    """The actor's live sessions, each marked ``current`` when it is the one in use."""
+    sessions = uow.tokens.list_for_user(actor.id, idle_seconds=settings.token_idle_minutes * 60)
+    return [{**s, "current": s["id"] == actor.token_id} for s in sessions]
+
+
+def revoke_session(uow, actor: Actor, session_id) -> None:
+    """End one of the actor's own sessions at once; NotFound when it is not theirs or already ended."""
+    uow.audit(AuditEvent(EXECUTE, "auth.session_revoke", "session", session_id))
+    if not uow.tokens.revoke_own(session_id, actor.id):
+        raise NotFound("No such session.")
+
+
+def change_password(uow, actor: Actor, current_password: str, new_password: str, *, passwords) -> None:
+    """Change the actor's own password; every session of theirs ends, the current one too.
+    Raises Invalid (field current_password) when the current password is wrong."""
+    uow.audit(AuditEvent(EXECUTE, "user.password_change", "user", actor.id, fields=("password",)))
+    if not passwords.verify(uow.users.get_password_hash(actor.id), current_password):
+        raise Invalid("The current password is incorrect.", field="current_password")
+    uow.users.change_password(actor.id, passwords.hash(new_password))
+    uow.tokens.revoke_all_for_user(actor.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from clarity.audit import CREATE, DELETE, READ, UPDATE, AuditEvent
-from clarity.errors import Invalid, NotFound, PreconditionFailed
+from clarity.errors import Forbidden, Invalid, NotFound, PreconditionFailed
 from clarity.security.access import PHI_ROLES, PROVIDER, Actor, require_role
 
 ENTITY = "patient"
@@ -34,11 +34,14 @@ def create_patient(uow, actor: Actor, *, phi: dict, status: str = "active", prov
 
 def get_patient(uow, actor: Actor, patient_id):
     """The patient, or NotFound when it does not exist or is not the actor's."""
-    uow.audit(AuditEvent(READ, "patient.read", ENTITY, patient_id, patient_id))
+    event = AuditEvent(READ, "patient.read", ENTITY, patient_id, patient_id)
+    uow.audit(event)
     require_role(actor, *PHI_ROLES)
     patient = uow.patients.get(patient_id, actor)
     if patient is None:
         raise NotFound("No such patient.")
+    if _under_emergency_grant(actor, patient):
+        event.event_type = "patient.emergency_read"
     return patient
 
 
@@ -86,11 +89,14 @@ def update_patient(uow, actor: Actor, patient_id, version: int, changes: dict):
     Raises NotFound (absent or not the actor's), PreconditionFailed (stale version),
     Conflict (MRN taken).
     """
-    uow.audit(AuditEvent(UPDATE, "patient.update", ENTITY, patient_id, patient_id, fields=tuple(changes)))
+    event = AuditEvent(UPDATE, "patient.update", ENTITY, patient_id, patient_id, fields=tuple(changes))
+    uow.audit(event)
     require_role(actor, *PHI_ROLES)
     current = uow.patients.get(patient_id, actor)
     if current is None:
         raise NotFound("No such patient.")
+    if _under_emergency_grant(actor, current):
+        event.event_type = "patient.emergency_update"
     if current.version != version:
         raise PreconditionFailed(STALE)
     status = changes.pop("status", current.status)
@@ -108,8 +114,15 @@ def delete_patient(uow, actor: Actor, patient_id, version: int) -> None:
     current = uow.patients.get(patient_id, actor)
     if current is None:
         raise NotFound("No such patient.")
+    if _under_emergency_grant(actor, current):
+        raise Forbidden("Emergency access does not allow deleting a patient.")
     if current.version != version or not uow.patients.delete(patient_id, version, actor):
         raise PreconditionFailed(STALE)
+
+
+def _under_emergency_grant(actor: Actor, patient) -> bool:
+    """The actor sees this patient only through an emergency-access grant."""
+    return not actor.is_admin and patient.provider_id != actor.id
 
 
 def _born_within(patient, born_from, born_to) -> bool:

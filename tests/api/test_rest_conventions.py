@@ -102,9 +102,23 @@ def test_openapi_document_and_docs_page_are_served(client):
     assert client.get("/api/v1/docs").status_code == 200
 
 
-def test_no_route_takes_phi_in_its_query_string(client):
-    phi_names = {"first_name", "last_name", "mrn", "ssn", "email", "phone", "date_of_birth", "notes"}
-    for path, operations in client.get("/api/v1/openapi.json").get_json()["paths"].items():
-        for operation in (op for op in operations.values() if isinstance(op, dict)):
-            params = {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
-            assert not params & phi_names, path
+def test_no_route_takes_phi_in_its_url_or_query_string(client):
+    """Walk the OpenAPI document: path parameters are ids, query parameters are never PHI."""
+    phi_names = {"first_name", "last_name", "name", "mrn", "ssn", "email", "phone", "date_of_birth", "dob",
+                 "address", "notes", "reason", "password", "token"}
+    checked = 0
+    for path, item in client.get("/api/v1/openapi.json").get_json()["paths"].items():
+        operations = [op for op in item.values() if isinstance(op, dict)]
+        parameters = list(item.get("parameters", [])) + [p for op in operations for p in op.get("parameters", [])]
+        for param in parameters:
+            checked += 1
+            if param["in"] == "path":
+                assert param["name"].endswith("_id") and param["schema"].get("format") == "uuid", path
+            elif param["in"] == "query":
+                assert param["name"] not in phi_names, (path, param["name"])
+    assert checked > 10
+
+
+@pytest.mark.parametrize("path", ["/api/v1/patients?last_nam=x", "/api/v1/users?limt=5", "/api/v1/emergency-access?activ=1"])
+def test_unknown_query_parameters_are_422_not_ignored(client, admin, path):
+    assert_problem(client.get(path, headers=admin.headers), 422)

@@ -23,3 +23,13 @@ def test_seed_demo_refuses_production(server, test_database, keyring):
     app = create_app(make_settings(server, test_database, env="production"), keyring=keyring)
     result = app.test_cli_runner().invoke(args=["seed", "demo", "--password", "demo password 123"])
     assert result.exit_code != 0 and "production" in result.output
+
+
+def test_key_commands_refuse_a_step_the_configuration_does_not_fit(app):
+    rebuild = app.test_cli_runner().invoke(args=["keys", "rebuild-index"])
+    assert rebuild.exit_code != 0 and "CLARITY_BLIND_INDEX_NEXT_KEY" in rebuild.output
+
+
+def test_keys_rotate_reports_nothing_to_do_on_a_rotated_database(app):
+    result = app.test_cli_runner().invoke(args=["keys", "rotate", "--batch-size", "50"])
+    assert result.exit_code == 0 and "0 remaining" in result.output

@@ -1,0 +1,32 @@
+"""Emergency access (break-glass): time-limited access to a patient who is not the provider's.
+
+A grant is audited as a security alert: FHIR AuditEvent type DCM 110113 (Security Alert),
+subtype DCM 110127 (Emergency Override Started), purposeOfEvent ETREAT (see audit.FHIR_CODES).
+"""
+from __future__ import annotations
+
+from clarity.audit import EXECUTE, READ, AuditEvent
+from clarity.errors import NotFound
+from clarity.security.access import ADMIN, PROVIDER, Actor, require_role
+
+ENTITY = "emergency_access"
+
+
+def grant_emergency_access(uow, actor: Actor, patient_id, reason: str, *, minutes: int):
+    """Open ``patient_id`` to the provider for ``minutes``. Raises Forbidden (not a provider)
+    and NotFound (no such patient)."""
+    event = AuditEvent(EXECUTE, "emergency_access.grant", ENTITY, patient_id=patient_id, fields=("reason",))
+    uow.audit(event)
+    require_role(actor, PROVIDER)
+    grant = uow.emergency_access.add(patient_id=patient_id, provider_id=actor.id, reason=reason, minutes=minutes)
+    if grant is None:
+        raise NotFound("No such patient.")
+    event.entity_id = grant.id
+    return grant
+
+
+def list_emergency_access(uow, actor: Actor, *, active_only: bool, before, limit: int):
+    """Grants, newest first (admin only); reading them is audited."""
+    uow.audit(AuditEvent(READ, "emergency_access.list", ENTITY, fields=("reason",)))
+    require_role(actor, ADMIN)
+    return uow.emergency_access.list(active_only=active_only, before=before, limit=limit)
