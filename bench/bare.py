@@ -77,7 +77,8 @@ def insert_patients(conn, keyring, provider_id, seconds: float) -> Timing:
         envelope, key_id = keyring.encrypt(TABLE, PHI_COLUMN, patient_id, phi)
         return {"id": patient_id, "provider_id": provider_id, "status": "active",
                 "birth_year": int(phi["date_of_birth"][:4]),
-                **{f"{f}_bidx": keyring.blind_index(TABLE, f, phi.get(f)) for f in BLIND_INDEXED},
+                **{f"{f}_bidx{suffix}": keyring.blind_index(TABLE, f, phi.get(f), root=root)
+                   for f in BLIND_INDEXED for root, suffix in (("current", ""), ("next", "_next"))},
                 "phi": envelope, "phi_key_id": key_id}
 
     return _loop(conn, statement, lambda: [sealed() for _ in range(CHUNK)], seconds)

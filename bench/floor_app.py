@@ -4,7 +4,8 @@
 over a psycopg_pool; no auth, no decryption, no audit, no transaction. The envelope is sent
 base64-encoded, so the response is about as large as Clarity's. Served by gunicorn with
 Clarity's own ``gunicorn.conf.py``: ``app.extensions["clarity"].db`` offers the ``open()`` /
-``close()`` its worker hooks call, so the pool opens after the fork as Clarity's does.
+``close()`` its worker hooks call, so the pool opens after the fork as Clarity's does, and
+its ``settings`` turn the hooks' audit sealer off (the floor writes no audit rows).
 
     DATABASE_URL=... gunicorn -c gunicorn.conf.py bench.floor_app:app
 """
@@ -41,7 +42,7 @@ class Pool:
 
 app = Flask(__name__)
 db = Pool()
-app.extensions["clarity"] = SimpleNamespace(db=db)
+app.extensions["clarity"] = SimpleNamespace(db=db, settings=SimpleNamespace(audit_seal_interval_seconds=0))
 
 
 @app.get("/patients/<uuid:patient_id>")

@@ -1,5 +1,5 @@
--- GET <prefix><random id>: wrk -s bench/get.lua URL -- IDS_FILE PREFIX [TOKEN]
--- IDS_FILE has one patient id a line; TOKEN, when given, is sent as a bearer token.
+-- GET <prefix><random line>: wrk -s bench/get.lua URL -- LINES_FILE PREFIX [TOKEN]
+-- LINES_FILE has one patient id (or list query string) a line; TOKEN, when given, is a bearer token.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 
 local threads = 0

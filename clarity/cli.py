@@ -20,7 +20,7 @@ audit_cli = AppGroup("audit", help="The tamper-evident audit trail: seal, verify
 
 
 def init_app(app) -> None:
-    for group in (db_cli, keys_cli, seed_cli, audit_cli):
+    for group in (db_cli, keys_cli, seed_cli, audit_cli, biometrics_cli):
         app.cli.add_command(group)
 
 
@@ -221,3 +221,46 @@ def _read_head(text: str) -> tuple[int, bytes]:
         return audit.parse_head(json.loads(raw))
     except (OSError, ValueError) as exc:
         raise click.UsageError(f"--head takes a file or the JSON printed by `audit head` ({exc})") from None
+
+
+biometrics_cli = AppGroup("biometrics", help="Biometric readings: the monthly partitions of their table.")
+
+
+@biometrics_cli.command("partitions")
+@click.option("--months-ahead", type=click.IntRange(0, 120), default=3, show_default=True,
+              help="Create partitions up to this many months after the current one.")
+def biometrics_partitions(months_ahead):
+    """Create the missing monthly (UTC) partitions of biometric_readings, from 24 months back to
+    --months-ahead months ahead. Idempotent: run it monthly (cron, or each deploy). DDL, so as
+    the table's owner: CLARITY_MIGRATION_DATABASE_URL, else DATABASE_URL."""
+    import datetime as dt
+
+    import psycopg
+    from flask import current_app
+
+    from clarity.repositories.biometrics import BiometricRepository
+    from clarity.services import biometrics
+
+    app = current_app.extensions["clarity"]
+    url = app.settings.migration_database_url or app.settings.database_url
+    if not url:
+        raise click.ClickException("Set CLARITY_MIGRATION_DATABASE_URL or DATABASE_URL.")
+    try:
+        # Creating a partition locks the parent table briefly: give up rather than queue behind
+        # a long transaction (and make every ingest queue behind us).
+        conn = psycopg.connect(url, autocommit=True, options="-c lock_timeout=5s")
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot connect to the database ({type(exc).__name__})") from None
+    with conn:
+        try:
+            with conn.transaction():
+                created, partitions = biometrics.ensure_partitions(
+                    BiometricRepository(conn, app.db.queries.biometrics), months_ahead=months_ahead)
+        except psycopg.errors.InsufficientPrivilege:
+            raise click.ClickException("creating partitions needs the owner of biometric_readings: "
+                                       "set CLARITY_MIGRATION_DATABASE_URL") from None
+        except psycopg.errors.LockNotAvailable:
+            raise click.ClickException("biometric_readings is busy (lock timeout); try again") from None
+    first, last = (p.astimezone(dt.timezone.utc) for p in (partitions[0].starts_at, partitions[-1].ends_at))
+    click.echo(f"created {created} partition(s); {len(partitions)} cover {first:%Y-%m-%d} to {last:%Y-%m-%d} "
+               "(UTC, end exclusive)")

@@ -19,9 +19,14 @@ from psycopg import errors as pg
 from psycopg_pool import ConnectionPool
 
 from clarity import audit, errors
+from clarity.repositories.alerts import AlertRepository
+from clarity.repositories.appointments import AppointmentRepository
 from clarity.repositories.audit import AuditRepository
+from clarity.repositories.biometrics import BiometricRepository
+from clarity.repositories.digital_twins import DigitalTwinRepository
 from clarity.repositories.emergency_access import EmergencyAccessRepository
 from clarity.repositories.patients import PatientRepository
+from clarity.repositories.records import RecordRepository
 from clarity.repositories.users import TokenRepository, UserRepository
 
 log = logging.getLogger(__name__)
@@ -160,8 +165,8 @@ class UnitOfWork:
 
     On a clean exit the buffered audit events are written in one INSERT, the transaction
     commits and after-commit hooks run. On an exception the transaction rolls back; when the
-    exception is a domain error (a denial, a bad request) the buffered audit events are still
-    written, in a transaction of their own, with the error's outcome: a denied access leaves
+    exception is a domain error (a denial, a bad request, or a conflict the database found)
+    the buffered audit events are still written, in a transaction of their own, with the error's outcome: a denied access leaves
     a trace even though nothing else of the request does.
     """
 
@@ -202,9 +207,10 @@ class UnitOfWork:
                     hook()
             return False
         self._transaction.__exit__(exc_type, exc, tb)
-        if isinstance(exc, errors.ClarityError) and self.events:
+        failure = _domain_error(exc)
+        if failure is not None and self.events:
             for event in self.events:
-                event.outcome = exc.outcome
+                event.outcome = failure.outcome
             with self.conn.transaction():
                 self._flush_events(self.events)
         return False
@@ -258,10 +264,40 @@ class UnitOfWork:
     def emergency_access(self) -> EmergencyAccessRepository:
         return EmergencyAccessRepository(self.conn, self.queries.emergency_access, self._keyring())
 
+    @cached_property
+    def biometrics(self) -> BiometricRepository:
+        return BiometricRepository(self.conn, self.queries.biometrics)
+
+    @cached_property
+    def alerts(self) -> AlertRepository:
+        return AlertRepository(self.conn, self.queries.alerts)
+
+    @cached_property
+    def appointments(self) -> AppointmentRepository:
+        return AppointmentRepository(self.conn, self.queries.appointments)
+
+    @cached_property
+    def records(self) -> RecordRepository:
+        return RecordRepository(self.conn, self.queries.records, self._keyring())
+
+    @cached_property
+    def digital_twins(self) -> DigitalTwinRepository:
+        return DigitalTwinRepository(self.conn, self.queries.digital_twins)
+
     def _keyring(self):
         if self.keyring is None:
             raise errors.Unavailable("Encryption keys are not configured.", retry_after=60)
         return self.keyring
+
+
+def _domain_error(exc) -> errors.ClarityError | None:
+    """What a failed unit of work's audit events record: the domain error, or the one a driver
+    error translates to; None for retried contention and for errors that are not ours."""
+    if isinstance(exc, errors.ClarityError):
+        return exc
+    if isinstance(exc, psycopg.Error) and not isinstance(exc, RETRYABLE):
+        return errors.translate(exc)
+    return None
 
 
 def migration_ids(directory: Path = MIGRATIONS_DIR) -> set[str]:

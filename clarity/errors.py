@@ -91,6 +91,23 @@ CONSTRAINT_FIELDS = {
     "patients_birth_year_check": "date_of_birth",
     "patients_status_check": "status",
     "users_role_check": "role",
+    "appointments_provider_id_starts_at_excl": "starts_at",
+    "appointments_ends_at_check": "ends_at",
+    "appointments_status_check": "status",
+    "appointments_cancelled_at_check": "status",
+    "appointments_patient_id_fkey": "patient_id",
+    "appointments_provider_id_fkey": "provider_id",
+    "medical_records_amends_id_fkey": "amends_id",
+    "medical_records_amends_id_key": "amends_id",
+    "medical_records_type_check": "type",
+    "biometric_readings_kind_check": "kind",
+    "biometric_readings_unit_check": "unit",
+    "biometric_readings_value_check": "value",
+    "biometric_readings_source_device_check": "source_device",
+    "alert_rules_kind_check": "kind",
+    "alert_rules_severity_check": "severity",
+    "alert_rules_bounds_check": "max_value",
+    "alerts_status_check": "status",
 }
 
 
@@ -106,7 +123,9 @@ def translate(exc: Exception) -> ClarityError | None:
         return Conflict(f"Another record already has this {field or 'value'}.", field=field)
     if isinstance(exc, pg.ForeignKeyViolation):
         return Invalid(f"{field or 'A referenced record'} does not exist.", field=field)
-    if isinstance(exc, (pg.CheckViolation, pg.NotNullViolation, pg.ExclusionViolation)):
+    if isinstance(exc, pg.ExclusionViolation):
+        return Conflict(f"This {field or 'value'} overlaps another record.", field=field)
+    if isinstance(exc, (pg.CheckViolation, pg.NotNullViolation)):
         return Invalid(f"{field or 'A value'} is not allowed.", field=field)
     if isinstance(exc, (pg.StringDataRightTruncation, pg.NumericValueOutOfRange,
                         pg.InvalidTextRepresentation, pg.UntranslatableCharacter,

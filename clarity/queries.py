@@ -2,7 +2,9 @@
 
 A block starts with ``-- name: verb_noun`` plus an optional result suffix (``^`` one row or
 None, ``$`` one value, ``!`` row count, none: all rows). Comment lines right after the name
-are its docstring. Every statement is sent with a leading ``/* clarity:name */`` so
+are its docstring; a docstring line ``plan: custom`` makes the statement planned for each
+execution's values instead of being prepared once (for optional filters and scopes, where a
+generic plan cannot use the right index). Every statement is sent with a leading ``/* clarity:name */`` so
 ``pg_stat_statements`` and slow-query logs point back at the file.
 """
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-VERBS = ("get", "list", "count", "insert", "update", "delete", "upsert")
+# create_ and copy_ name session set-up (CREATE TEMP TABLE) and COPY statements.
+VERBS = ("get", "list", "count", "insert", "update", "delete", "upsert", "create", "copy")
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z][a-z0-9_]*)(?P<op>[\^$!]?)\s*$")
 # A name line that lost its colon ("-- name get_x"), not prose ("-- name of the patient").
 _LOOSE_NAME = re.compile(r"^--\s*name\s*(:|\s+\S+\s*$)")
@@ -30,30 +33,34 @@ class Query:
     sql: str
     doc: str
     source: str  # file:line, for error messages
+    prepare: bool | None = None  # None: psycopg prepares after a few runs; False: never
+
+    def _execute(self, cur, params):
+        cur.execute(self.sql, params, prepare=self.prepare)
 
     def one(self, conn, params=None, row_factory=None):
         """Run and return the first row, or None when there is none."""
         with conn.cursor(row_factory=row_factory) if row_factory else conn.cursor() as cur:
-            cur.execute(self.sql, params)
+            self._execute(cur, params)
             return cur.fetchone()
 
     def all(self, conn, params=None, row_factory=None):
         """Run and return every row."""
         with conn.cursor(row_factory=row_factory) if row_factory else conn.cursor() as cur:
-            cur.execute(self.sql, params)
+            self._execute(cur, params)
             return cur.fetchall()
 
     def value(self, conn, params=None):
         """Run and return the first column of the first row (None when no row)."""
         with conn.cursor() as cur:
-            cur.execute(self.sql, params)
+            self._execute(cur, params)
             row = cur.fetchone()
             return None if row is None else row[0]
 
     def rowcount(self, conn, params=None) -> int:
         """Run and return the number of rows affected."""
         with conn.cursor() as cur:
-            cur.execute(self.sql, params)
+            self._execute(cur, params)
             return cur.rowcount
 
 
@@ -99,6 +106,7 @@ def _finish(current, queries):
         sql=f"/* clarity:{current['name']} */\n{body}",
         doc="\n".join(current["doc"]),
         source=current["where"],
+        prepare=False if any(line.lower() == "plan: custom" for line in current["doc"]) else None,
     )
 
 

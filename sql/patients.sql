@@ -10,6 +10,18 @@ SELECT id, provider_id, status, phi, phi_key_id, version, created_at, updated_at
                     WHERE g.patient_id = patients.id AND g.provider_id = %(actor_id)s
                       AND g.expires_at > now()));
 
+-- name: get_patient_access^
+-- Whether a live patient is visible to the actor (as get_patient), without reading its PHI.
+-- Params: id, actor_id, actor_is_admin. Returns: id, provider_id.
+SELECT id, provider_id
+  FROM patients
+ WHERE id = %(id)s
+   AND deleted_at IS NULL
+   AND (%(actor_is_admin)s OR provider_id = %(actor_id)s
+        OR EXISTS (SELECT 1 FROM emergency_access_grants g
+                    WHERE g.patient_id = patients.id AND g.provider_id = %(actor_id)s
+                      AND g.expires_at > now()));
+
 -- name: list_patients
 -- Live patients of the actor (an admin: all; emergency grants open single patients by id,
 -- they do not widen lists), in creation order after a keyset cursor, with optional
@@ -17,6 +29,8 @@ SELECT id, provider_id, status, phi, phi_key_id, version, created_at, updated_at
 -- last name (arrays: the value's index under each configured key, matched in the main and
 -- the rotation column). Params: actor_id, actor_is_admin, status, birth_year_from,
 -- birth_year_to, mrn_bidx, email_bidx, last_name_bidx, after_created_at, after_id, limit.
+-- A generic plan cannot tell a provider's scope from an admin's, nor which filter is set:
+-- plan: custom
 SELECT id, provider_id, status, phi, phi_key_id, version, created_at, updated_at
   FROM patients
  WHERE deleted_at IS NULL

@@ -20,7 +20,8 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 def init_app(app) -> None:
-    from clarity.api import audit_events, auth, emergency_access, health, patients, users
+    from clarity.api import (alerts, appointments, audit_events, auth, biometrics, digital_twins,
+                             emergency_access, health, patients, records, users)
 
     settings = app.extensions["clarity"].settings
     app.config.update(
@@ -40,7 +41,8 @@ def init_app(app) -> None:
     if settings.proxy_count:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count)
     api = Api(app)
-    for module in (auth, users, patients, emergency_access, audit_events):
+    for module in (auth, users, patients, emergency_access, audit_events,
+                   biometrics, alerts, appointments, records, digital_twins):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
     app.before_request(_start_request)

@@ -36,6 +36,11 @@ class PatientRepository:
         row = self.q.get_patient.one(self.conn, {"id": patient_id, **actor.scope()}, dict_row)
         return None if row is None else self._from_row(row)
 
+    def get_access(self, patient_id, actor) -> dict | None:
+        """``{"id", "provider_id"}`` of the live patient if the actor may see it, else None;
+        reads no PHI (for sub-resources: biometrics, appointments, records...)."""
+        return self.q.get_patient_access.one(self.conn, {"id": patient_id, **actor.scope()}, dict_row)
+
     def list(self, actor, *, status=None, birth_year_from=None, birth_year_to=None,
              mrn=None, email=None, last_name=None, after=None, limit=50) -> list[Patient]:
         """A keyset page of the actor's live patients; MRN, email and last name go through

@@ -40,13 +40,15 @@ class Report:
 
 
 def rotate_data_keys(db, *, batch_size=500, progress=lambda text: None, max_batches=None) -> Report:
-    """Re-encipher patients and emergency-access reasons not under the active data key.
+    """Re-encipher patients, emergency-access reasons and medical-record bodies not under the
+    active data key.
 
     ``progress`` gets a line after every batch; ``max_batches`` stops early (a rerun
     finishes); ``failed`` lists rows that did not decrypt (their key is missing or wrong).
     """
     report, budget = Report(), _Budget(max_batches)
-    for kind, entity, field in (("patients", "patient", "phi"), ("emergency_access", "emergency_access", "reason")):
+    for kind, entity, field in (("patients", "patient", "phi"), ("emergency_access", "emergency_access", "reason"),
+                                ("records", "medical_record", "body")):
         def step(uow, after, kind=kind, entity=entity, field=field):
             done, failed, last = getattr(uow, kind).reencrypt_batch(after_id=after, limit=batch_size)
             for row_id in done:
@@ -55,7 +57,8 @@ def rotate_data_keys(db, *, batch_size=500, progress=lambda text: None, max_batc
             return done, failed, last
         _run_passes(db, step, report, budget, progress, f"{kind} re-enciphered")
     report.remaining = db.run(lambda uow: uow.patients.count_not_under_active_key()
-                              + uow.emergency_access.count_not_under_active_key(), actor=SYSTEM)
+                              + uow.emergency_access.count_not_under_active_key()
+                              + uow.records.count_not_under_active_key(), actor=SYSTEM)
     return report
 
 

@@ -76,6 +76,17 @@ def list_patients(uow, actor: Actor, *, status=None, born_from: dt.date | None =
     return page, next_after
 
 
+def require_patient(uow, actor: Actor, patient_id) -> dict:
+    """For a patient's sub-resources: the actor must hold a PHI role (Forbidden) and see the
+    live patient (NotFound otherwise; out of scope is indistinguishable from absent).
+    Returns ``{"id", "provider_id"}``. Audit the access before calling this."""
+    require_role(actor, *PHI_ROLES)
+    access = uow.patients.get_access(patient_id, actor)
+    if access is None:
+        raise NotFound("No such patient.")
+    return access
+
+
 def require_role_audited(uow, actor, event_type, fields):
     """Audit the query itself (so a denied or empty one leaves a trace), then check the role."""
     event = AuditEvent(READ, event_type, ENTITY, fields=fields)
@@ -118,6 +129,8 @@ def delete_patient(uow, actor: Actor, patient_id, version: int) -> None:
         raise Forbidden("Emergency access does not allow deleting a patient.")
     if current.version != version or not uow.patients.delete(patient_id, version, actor):
         raise PreconditionFailed(STALE)
+    # The clinical history stays; future appointments stop holding their providers' slots.
+    uow.appointments.cancel_upcoming_for_patient(patient_id)
 
 
 def _under_emergency_grant(actor: Actor, patient) -> bool:

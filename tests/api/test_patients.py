@@ -220,3 +220,12 @@ def test_reading_a_missing_patient_is_404_and_audited(client, conn, provider):
     assert get(client, provider, missing).status_code == 404
     row = conn.execute("SELECT outcome FROM audit_events WHERE entity_id = %s", (missing,)).fetchone()
     assert row == ("denied",)
+
+
+def test_a_conflict_found_by_the_database_is_still_audited(client, conn, provider, create_patient):
+    create_patient(provider, mrn="AUDITED-DUP")
+    assert client.post(URL, json=patient_body(mrn="AUDITED-DUP"), headers=provider.headers).status_code == 409
+    outcomes = [r[0] for r in conn.execute(
+        "SELECT outcome FROM audit_events WHERE event_type = 'patient.create' AND actor_id = %s ORDER BY id",
+        (provider.id,))]
+    assert outcomes == ["success", "failure"]

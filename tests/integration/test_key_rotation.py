@@ -146,3 +146,31 @@ def test_rows_under_a_key_that_is_no_longer_configured_are_reported_not_lost(ser
         only_new.close()
     assert len(report.failed) == 31 and report.remaining == 31 and report.done == 0
     assert key_ids(server, fresh_database) == {"k1": 30, "grant:k1": 1}
+
+
+def test_rotation_re_enciphers_medical_record_bodies_and_counts_them(server, test_database, conn, keys):
+    """Records written under k1 (an original and its amendment) end under k2 with the same
+    bodies; the report counts them. Runs in the test's rolled-back transaction."""
+    blind = decode_key(keys["blind"], "b")
+    old_db = database_for(server, test_database, Keyring({"k1": decode_key(OLD, "k1")}, "k1", blind))
+    new_db = database_for(server, test_database, ring("k2", keys["blind"]))
+    for db in (old_db, new_db):
+        db.use_connection(conn)
+    user = old_db.run(lambda uow: uow.users.add(email=f"rec-{uuid.uuid4().hex[:6]}@clarity.test", display_name="R",
+                                                role="provider", password_hash="x"))
+    actor = Actor(id=user.id, role="provider")
+    patient = old_db.run(lambda uow: uow.patients.add(provider_id=user.id, status="active", phi=phi(0)), actor=actor)
+
+    def add_record(text, amends_id=None):
+        return old_db.run(lambda uow: uow.records.add(patient_id=patient.id, type="note", body={"text": text},
+                                                      author_id=user.id, amends_id=amends_id), actor=actor).id
+
+    first = add_record("original")
+    ids = [first, add_record("corrected", amends_id=first), add_record("another")]
+    report = rotation.rotate_data_keys(new_db, batch_size=2)
+    assert (report.done, report.failed, report.remaining) == (4, set(), 0)
+    conn.execute("SELECT set_config('clarity.actor_role', 'admin', true)")
+    assert conn.execute("SELECT body_key_id, count(*) FROM medical_records GROUP BY 1").fetchall() == [("k2", 3)]
+    chain = new_db.run(lambda uow: uow.records.get_chain(first, actor), actor=actor)
+    assert [(v.id, v.body["text"]) for v in chain.versions] == [(ids[0], "original"), (ids[1], "corrected")]
+    assert rotation.rotate_data_keys(new_db).done == 0

@@ -21,7 +21,8 @@ from tests.conftest import APP_ROLE
 
 ROOT = MIGRATIONS_DIR.parent
 BIN = Path(sys.executable).parent
-TABLES = {"users", "auth_tokens", "patients", "audit_events"}
+TABLES = {"users", "auth_tokens", "patients", "audit_events", "audit_seals", "emergency_access_grants",
+          "appointments", "medical_records", "digital_twin_versions", "biometric_readings", "alert_rules", "alerts"}
 
 
 @pytest.fixture

@@ -12,6 +12,10 @@ import pytest
 from clarity.queries import all_queries, load
 
 QUERIES = {query.name: query for query in all_queries(load())}
+# PREPARE takes SELECT/INSERT/UPDATE/DELETE/VALUES only: session set-up (create_: CREATE TEMP
+# TABLE) runs before every check, so statements using its tables prepare too; copy_ statements
+# run with no rows instead of being prepared.
+SETUP = [query for name, query in QUERIES.items() if name.startswith("create_")]
 _PARAM = re.compile(r"%\((?P<name>[A-Za-z_][A-Za-z0-9_]*)\)s")
 
 
@@ -41,6 +45,13 @@ def test_the_sql_files_hold_queries():
 @pytest.mark.parametrize("name", sorted(QUERIES))
 def test_every_sql_statement_prepares_against_the_migrated_schema(conn, name):
     query = QUERIES[name]
+    for setup in SETUP:
+        conn.execute(setup.sql)
+    if name.startswith(("create_", "copy_")):
+        if name.startswith("copy_"):
+            with conn.cursor() as cur, cur.copy(query.sql):
+                pass
+        return
     converted, _ = to_positional(query.sql)
 
     conn.execute(f"PREPARE clarity_check AS {converted}")

@@ -150,3 +150,9 @@ def test_a_literal_percent_sign_written_as_double_percent_is_allowed():
     query = parse("-- name: list_x\nSELECT name FROM t WHERE name LIKE 'a%%' AND id = %(id)s;\n", "x.sql")["list_x"]
 
     assert "LIKE 'a%%'" in query.sql
+
+
+def test_a_plan_custom_docstring_line_turns_off_statement_preparation():
+    queries = parse("-- name: list_x\n-- Optional filters.\n-- plan: custom\nSELECT 1;\n\n-- name: get_y^\nSELECT 2;\n", "x.sql")
+    assert queries["list_x"].prepare is False
+    assert queries["get_y"].prepare is None

@@ -1,0 +1,283 @@
+"""Biometric ingestion throughput, in readings (rows) per second, three ways, same readings:
+
+1. ``POST /api/v1/patients/{id}/biometrics`` with 10,000-reading batches over HTTP to Clarity
+   under gunicorn (sync workers, one client sending one batch after another: JSON parsing,
+   validation, token check, scope, COPY, alerts, audit);
+2. straight through the repository: ``BiometricRepository.add_many`` (COPY into the staging
+   table + one INSERT … SELECT that also raises alerts), one unit of work per batch;
+3. the row-at-a-time baseline: psycopg ``executemany`` of ``insert_biometric_reading`` (a plain
+   INSERT … ON CONFLICT DO NOTHING, no alerts), one transaction per batch;
+
+each for BENCH_SECONDS (default 10) after one warm-up batch, every batch new readings (nothing
+is a duplicate), on 127.0.0.1 only, as the app's least-privileged role with row-level security
+on. Then the ratios. Values stay inside the default alert rules, so no alerts are raised.
+
+    python -m bench.ingest   # standalone: its own cluster under .var/bench-ingest (stopped after)
+
+From bench/run.py: ``rows = ingest.run(env, seconds=SECONDS, pg_pid=pg_pid)`` with ``env`` the
+database URLs and keys of a migrated database (seed.recreate + seed.keys_env); it creates its
+own provider and patients and starts (and stops) its own gunicorn. ``print_rows(rows)`` prints
+them; the rows have bench.run.Row's fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import requests
+from psycopg import sql
+
+from bench.seed import patient_phi
+from clarity import config, create_app, localpg
+from clarity.repositories.biometrics import Reading
+from clarity.security.access import Actor, new_token
+from clarity.security.crypto import generate_key
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+BATCH = 10_000
+WORKERS = 2
+BASE = localpg.VAR / "bench-ingest"
+DATABASE = "clarity_bench_ingest"
+# Mid-range values of each kind (inside the default alert rules).
+VALUES = {"heart_rate": 72.0, "bp_systolic": 118.0, "bp_diastolic": 76.0, "spo2": 97.0, "temperature": 36.8,
+          "respiratory_rate": 14.0, "glucose": 98.0, "weight": 71.5, "steps": 420.0}
+UNITS = {"heart_rate": "bpm", "bp_systolic": "mmHg", "bp_diastolic": "mmHg", "spo2": "%", "temperature": "°C",
+         "respiratory_rate": "breaths/min", "glucose": "mg/dL", "weight": "kg", "steps": "steps"}
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the report (bench.run.Row's fields): rows/s, and per 10,000-row batch the
+    latency and the CPU ms of the app's (or client's) and PostgreSQL's processes."""
+
+    scenario: str
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    app_cpu_ms: float
+    pg_cpu_ms: float
+    note: str = ""
+
+
+class Batches:
+    """Endless distinct 10,000-reading batches: every reading one second apart, going back in
+    time from an hour ago (10 s at 100,000 rows/s reaches back about 12 days)."""
+
+    def __init__(self):
+        self.start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=1)
+        self.n = 0
+        self.kinds = list(VALUES)
+
+    def next(self) -> list[Reading]:
+        batch = []
+        for _ in range(BATCH):
+            kind = self.kinds[self.n % len(self.kinds)]
+            batch.append(Reading(kind, VALUES[kind] + (self.n % 5) * 0.1, UNITS[kind],
+                                 self.start - dt.timedelta(seconds=self.n), f"bench-{self.n % 16:02d}"))
+            self.n += 1
+        return batch
+
+
+def as_json(batch: list[Reading]) -> bytes:
+    return json.dumps([{"kind": r.kind, "value": r.value, "unit": r.unit, "recorded_at": r.recorded_at.isoformat(),
+                        "source_device": r.source_device} for r in batch]).encode()
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    from bench import cpu
+    return cpu.tree_seconds(pid) if pid else 0.0
+
+
+def measure(scenario: str, send, batches: Batches, seconds: float, *, app_pid=None, pg_pid=None,
+            prepare=lambda batch: batch, note="") -> Row:
+    """Send one warm-up batch, then batches until ``seconds`` of sending; only ``send`` is timed
+    (batches are built and ``prepare``d outside the clock). App CPU: ``app_pid``'s process tree,
+    or this process when None."""
+    send(prepare(batches.next()))
+    latencies, rows, busy, app_cpu, pg_cpu = [], 0, 0.0, 0.0, 0.0
+    while busy < seconds:
+        payload = prepare(batches.next())
+        app_before = _cpu_seconds(app_pid) if app_pid else time.process_time()
+        pg_before = _cpu_seconds(pg_pid)
+        started = time.perf_counter()
+        stored = send(payload)
+        elapsed = time.perf_counter() - started
+        app_cpu += (_cpu_seconds(app_pid) if app_pid else time.process_time()) - app_before
+        pg_cpu += _cpu_seconds(pg_pid) - pg_before
+        if stored != BATCH:
+            raise RuntimeError(f"{scenario}: stored {stored} of {BATCH}")
+        latencies.append(elapsed)
+        rows += stored
+        busy += elapsed
+    latencies.sort()
+    n = len(latencies)
+    return Row(scenario, rows / busy, latencies[n // 2] * 1e3, latencies[min(n - 1, int(n * 0.99))] * 1e3,
+               app_cpu * 1e3 / n, pg_cpu * 1e3 / n if pg_pid else float("nan"),
+               note or f"{n} batches")
+
+
+class Gunicorn:
+    """Clarity under gunicorn on a free port of 127.0.0.1; ``stop()`` is idempotent."""
+
+    def __init__(self, env: dict, log: Path):
+        port = localpg.free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, **env, "CLARITY_ENV": "development", "CLARITY_BIND": f"127.0.0.1:{port}",
+               "WEB_CONCURRENCY": str(WORKERS), "CLARITY_ACCESS_LOG": "/dev/null", "CLARITY_LOG_LEVEL": "WARNING"}
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py",
+                                          "wsgi:app"], cwd=localpg.ROOT, env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.log = log
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited ({self.proc.returncode}); see {self.log}")
+            try:
+                if requests.get(self.url + "/health/ready", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn not ready after {timeout}s; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+def _setup(clarity) -> tuple[uuid.UUID, str, list[uuid.UUID]]:
+    """A provider with a one-hour token and three patients (one per scenario)."""
+    def work(uow):
+        user = uow.users.add(email=f"bench-ingest-{uuid.uuid4().hex[:8]}@clarity.test", display_name="Bench ingest",
+                             role="provider", password_hash=clarity.passwords.hash(secrets.token_urlsafe(16)))
+        token, digest = new_token()
+        uow.tokens.add(user_id=user.id, token_hash=digest, max_age_seconds=3600, client_addr=None)
+        return user.id, token
+
+    provider_id, token = clarity.db.run(work)
+    rng = random.Random(7)
+    patients = clarity.db.run(lambda uow: [
+        uow.patients.add(provider_id=provider_id, status="active",
+                         phi=patient_phi(rng, f"INGEST-{uuid.uuid4().hex[:10]}")).id for _ in range(3)],
+        actor=Actor(provider_id, "provider"))
+    return provider_id, token, patients
+
+
+def run(env: dict, *, seconds: float = SECONDS, pg_pid: int | None = None, log_dir: Path = BASE) -> list[Row]:
+    """Measure the three ways on the migrated database ``env`` describes (DATABASE_URL as the
+    app role, CLARITY_MIGRATION_DATABASE_URL, keys); ``pg_pid`` (the postmaster) adds
+    PostgreSQL's CPU. Returns one Row per way."""
+    settings = config.from_env({**env, "CLARITY_ENV": "development", "CLARITY_LOG_LEVEL": "WARNING",
+                                "CLARITY_ARGON2_TIME_COST": "1", "CLARITY_ARGON2_MEMORY_KIB": "1024"})
+    app = create_app(settings)
+    clarity = app.extensions["clarity"]
+    rows: list[Row] = []
+    server = None
+    try:
+        provider_id, token, (http_patient, repo_patient, many_patient) = _setup(clarity)
+        actor = Actor(provider_id, "provider")
+        batches = Batches()
+
+        server = Gunicorn(env, log_dir / "gunicorn-ingest.log")
+        server.wait_ready()
+        session = requests.Session()
+        session.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+
+        def post(body: bytes) -> int:
+            response = session.post(f"{server.url}/api/v1/patients/{http_patient}/biometrics", data=body, timeout=60)
+            if response.status_code != 201:
+                raise RuntimeError(f"POST answered {response.status_code}: {response.text[:300]}")
+            return response.json()["stored"]
+
+        print("running ingest over HTTP ...", flush=True)
+        rows.append(measure(f"POST …/biometrics ({BATCH:,}/request), gunicorn", post, batches, seconds,
+                            app_pid=server.proc.pid, pg_pid=pg_pid, prepare=as_json))
+        server.stop()
+
+        print("running ingest through the repository (COPY) ...", flush=True)
+        rows.append(measure("repository add_many (COPY + INSERT…SELECT)", lambda batch: clarity.db.run(
+            lambda uow: uow.biometrics.add_many(repo_patient, batch).stored, actor=actor), batches, seconds,
+            pg_pid=pg_pid))
+
+        print("running ingest with executemany ...", flush=True)
+        rows.append(_executemany_row(clarity, env["DATABASE_URL"], actor, many_patient, batches, seconds, pg_pid))
+    finally:
+        if server is not None:
+            server.stop()
+        clarity.db.close()
+    return rows
+
+
+def _executemany_row(clarity, url, actor, patient_id, batches, seconds, pg_pid) -> Row:
+    statement = clarity.db.queries.biometrics.insert_biometric_reading.sql
+    set_actor = clarity.db.queries.context.get_actor_context.sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        def send(params: list[dict]) -> int:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(set_actor, {"actor_id": str(actor.id), "actor_role": actor.role, "request_id": ""})
+                cur.executemany(statement, params)
+                return cur.rowcount
+
+        def prepare(batch: list[Reading]) -> list[dict]:
+            return [{"patient_id": patient_id, **r._asdict()} for r in batch]
+
+        return measure("executemany INSERT (row at a time, no alerts)", send, batches, seconds,
+                       pg_pid=pg_pid, prepare=prepare)
+
+
+def print_rows(rows: list[Row]) -> None:
+    print()
+    print(f"{'scenario':<52} | {'rows/s':>9} | {'p50 ms':>8} | {'p99 ms':>8} | {'app CPU ms':>10} | "
+          f"{'pg CPU ms':>9} | note")
+    print("-" * 118)
+    for row in rows:
+        print(f"{row.scenario:<52} | {row.rate:9.0f} | {row.p50_ms:8.1f} | {row.p99_ms:8.1f} | "
+              f"{row.app_cpu_ms:10.1f} | {row.pg_cpu_ms:9.1f} | {row.note}")
+    print("(latency and CPU per 10,000-reading batch; app CPU: gunicorn's workers, else this client)")
+    http, copy, many = rows
+    print(f"\nrepository COPY / executemany (rows/s): {copy.rate / many.rate:6.2f}x")
+    print(f"HTTP batch / repository COPY (rows/s):  {http.rate / copy.rate:6.2f}")
+    print(f"HTTP batch / executemany (rows/s):      {http.rate / many.rate:6.2f}x")
+
+
+def main() -> None:
+    from bench import cpu
+
+    cluster = localpg.Cluster(BASE)
+    cluster.start()
+    try:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
+        env = {**localpg.provision(cluster, DATABASE, secrets.token_urlsafe(18)),
+               "CLARITY_DATA_KEYS": f"bench1:{generate_key()}", "CLARITY_ACTIVE_DATA_KEY": "bench1",
+               "CLARITY_BLIND_INDEX_KEY": generate_key()}
+        print(f"bench ingest: {SECONDS:g}s per way, batches of {BATCH:,}, gunicorn sync x{WORKERS}, "
+              f"{os.cpu_count()} CPUs", flush=True)
+        print_rows(run(env, seconds=SECONDS, pg_pid=cpu.postmaster_pid(cluster.data)))
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

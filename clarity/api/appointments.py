@@ -1,0 +1,160 @@
+"""Appointments: /api/v1/patients/{patient_id}/appointments, /api/v1/appointments.
+
+Times are RFC 3339 timestamps with an offset (``2030-05-01T09:00:00Z``); in a query string
+write ``Z`` or encode ``+`` as ``%2B``. Appointments cover [starts_at, ends_at).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from urllib.parse import urlencode
+
+from flask import request
+from flask_smorest import Blueprint
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from clarity.api.common import cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.services import appointments
+
+blp = Blueprint("appointments", __name__, url_prefix="/api/v1", description="Appointments and schedules")
+
+STATUSES = ("scheduled", "cancelled", "completed")
+
+
+def _timestamp(**kwargs):
+    """A timestamp that must carry an offset: a naive one is 422."""
+    return fields.AwareDateTime(format="iso", **kwargs)
+
+
+class AppointmentCreateSchema(Schema):
+    starts_at = _timestamp(required=True)
+    ends_at = _timestamp(required=True)
+    provider_id = fields.UUID(load_default=None, metadata={
+        "description": "Who sees the patient. A provider books only themself (the default when a "
+                       "provider books); an admin may name any active provider (default: the patient's)."})
+
+
+class AppointmentUpdateSchema(Schema):
+    starts_at = _timestamp()
+    ends_at = _timestamp()
+    status = fields.String(validate=validate.OneOf(("cancelled", "completed")))
+
+    @validates_schema
+    def _one_kind_of_change(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Send starts_at and/or ends_at to reschedule, or status.")
+        if "status" in data and len(data) > 1:
+            raise ValidationError("Reschedule or change the status, not both at once.")
+
+
+class AppointmentSchema(Schema):
+    id = fields.UUID()
+    patient_id = fields.UUID()
+    provider_id = fields.UUID()
+    starts_at = fields.DateTime()
+    ends_at = fields.DateTime()
+    status = fields.String(metadata={"enum": list(STATUSES)})
+    cancelled_at = fields.DateTime(allow_none=True)
+    version = fields.Integer()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    created_by = fields.UUID()
+
+
+class PatientAppointmentArgs(Schema):
+    window_start = _timestamp(data_key="from", load_default=None,
+                              metadata={"description": "Appointments ending after this time."})
+    window_end = _timestamp(data_key="to", load_default=None,
+                            metadata={"description": "Appointments starting before this time."})
+    status = fields.String(validate=validate.OneOf(STATUSES), load_default=None)
+    limit = limit_field(strict=False)
+    cursor = cursor_field()
+
+
+class ScheduleArgs(PatientAppointmentArgs):
+    window_start = _timestamp(data_key="from", load_default=None, metadata={
+        "description": "Appointments ending after this time (default: now, or 7 days before `to`)."})
+    window_end = _timestamp(data_key="to", load_default=None, metadata={
+        "description": "Appointments starting before this time (default: 7 days after `from`; "
+                       "at most 31 days after it)."})
+    provider_id = fields.UUID(load_default=None, metadata={"description": "An admin: one provider's schedule."})
+
+
+def to_view(appointment) -> dict:
+    """Times in UTC, whatever the session's time zone."""
+    view = dataclasses.asdict(appointment)
+    for name in ("starts_at", "ends_at", "cancelled_at", "created_at", "updated_at"):
+        if view[name] is not None:
+            view[name] = view[name].astimezone(dt.timezone.utc)
+    return view
+
+
+def _location(appointment) -> dict:
+    return {"Location": f"/api/v1/appointments/{appointment.id}", **etag(appointment.version)}
+
+
+@blp.route("/patients/<uuid:patient_id>/appointments", methods=["POST"])
+@blp.arguments(AppointmentCreateSchema)
+@blp.response(201, AppointmentSchema)
+def book_appointment(body, patient_id):
+    """Book the patient. 409 naming ``starts_at`` when the provider already has an appointment
+    overlapping [starts_at, ends_at) (back to back is fine); 422 for a time without offset, in
+    the past, or an appointment ending before it starts or lasting over 8 hours."""
+    appointment = run(lambda uow, actor: appointments.book_appointment(uow, actor, patient_id, **body))
+    return to_view(appointment), 201, _location(appointment)
+
+
+@blp.route("/patients/<uuid:patient_id>/appointments", methods=["GET"])
+@blp.arguments(PatientAppointmentArgs, location="query", unknown=RAISE)
+@blp.response(200, AppointmentSchema(many=True))
+def list_patient_appointments(args, patient_id):
+    """The patient's appointments overlapping [from, to) (both optional), by start time; the
+    next page is in the ``Link`` header."""
+    page, after = run(lambda uow, actor: appointments.list_patient_appointments(
+        uow, actor, patient_id, window_start=args["window_start"], window_end=args["window_end"],
+        status=args["status"], after=decode_cursor(args["cursor"]), limit=args["limit"]))
+    return [to_view(a) for a in page], 200, next_link(after)
+
+
+@blp.route("/appointments", methods=["GET"])
+@blp.arguments(ScheduleArgs, location="query", unknown=RAISE)
+@blp.response(200, AppointmentSchema(many=True))
+def list_schedule(args):
+    """Your schedule (an admin: everyone's, or ``provider_id``'s): appointments overlapping
+    [from, to), by start time. The window defaults to the next 7 days and spans at most 31
+    (422 naming ``to``); the ``Link`` header's next page keeps the window it was given."""
+    page, after, window = run(lambda uow, actor: appointments.list_schedule(
+        uow, actor, window_start=args["window_start"], window_end=args["window_end"],
+        provider_id=args["provider_id"], status=args["status"],
+        after=decode_cursor(args["cursor"]), limit=args["limit"]))
+    return [to_view(a) for a in page], 200, _next_schedule_link(after, window)
+
+
+@blp.route("/appointments/<uuid:appointment_id>", methods=["GET"])
+@blp.response(200, AppointmentSchema)
+def get_appointment(appointment_id):
+    """One appointment; 404 when it does not exist or is not yours."""
+    appointment = run(lambda uow, actor: appointments.get_appointment(uow, actor, appointment_id))
+    return to_view(appointment), 200, etag(appointment.version)
+
+
+@blp.route("/appointments/<uuid:appointment_id>", methods=["PATCH"])
+@blp.arguments(AppointmentUpdateSchema)
+@blp.response(200, AppointmentSchema)
+def update_appointment(body, appointment_id):
+    """Reschedule (``starts_at`` and/or ``ends_at``; 409 naming ``starts_at`` when the provider
+    is busy then) or set ``status`` to ``cancelled`` (frees the slot) or ``completed`` (once
+    started). If-Match required: 428 without, 412 when stale; 409 once cancelled or completed."""
+    version = if_match_version()
+    appointment = run(lambda uow, actor: appointments.update_appointment(uow, actor, appointment_id, version, body))
+    return to_view(appointment), 200, etag(appointment.version)
+
+
+def _next_schedule_link(after, window) -> dict:
+    """As next_link, with the window the first page defaulted to, so later pages keep it."""
+    cursor = encode_cursor(after)
+    if cursor is None:
+        return {}
+    args = {**request.args.to_dict(), "from": window[0].isoformat(), "to": window[1].isoformat(),
+            "cursor": cursor}
+    return {"Link": f'<{request.path}?{urlencode(args)}>; rel="next"'}

@@ -1,0 +1,73 @@
+"""Medical records: add (originals and amendments), list, read with the amendment chain.
+
+Records are never edited or deleted; a correction is a new record amending an earlier one.
+Every access is audited before the role and scope checks, so denials leave a trace too;
+events name the body's fields, never their values.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from clarity.audit import CREATE, READ, AuditEvent
+from clarity.errors import NotFound
+from clarity.security.access import PHI_ROLES, Actor, require_role
+from clarity.services.patients import require_patient
+
+ENTITY = "medical_record"
+
+
+def create_record(uow, actor: Actor, patient_id, *, type: str, body: dict,
+                  recorded_at: dt.datetime | None = None, amends_id=None):
+    """Add a record written by the actor. Raises Forbidden (role), NotFound (patient absent
+    or not the actor's), Invalid (amends a record of another patient or type), Conflict
+    (amends a record already amended)."""
+    event = AuditEvent(CREATE, "medical_record.create", ENTITY, patient_id=patient_id, fields=tuple(body))
+    uow.audit(event)
+    access = require_patient(uow, actor, patient_id)
+    if _under_emergency_grant(actor, access["provider_id"]):
+        event.event_type = "medical_record.emergency_create"
+    record = uow.records.add(patient_id=patient_id, type=type, body=body, author_id=actor.id,
+                             recorded_at=recorded_at, amends_id=amends_id)
+    event.entity_id = record.id
+    return record
+
+
+def list_records(uow, actor: Actor, patient_id, *, type=None, current_only=False, before=None, limit: int = 50):
+    """A keyset page of the patient's records, newest recorded first: ``(records, next_before)``
+    where ``next_before`` is the cursor position of the next page, or None on the last one."""
+    filters = {"type": type, "current": current_only or None}
+    uow.audit(AuditEvent(READ, "medical_record.list", ENTITY, patient_id=patient_id,
+                         fields=tuple(name for name, value in filters.items() if value is not None)))
+    access = require_patient(uow, actor, patient_id)
+    event_type = ("medical_record.emergency_read" if _under_emergency_grant(actor, access["provider_id"])
+                  else "medical_record.read")
+    rows = uow.records.list(patient_id, type=type, current_only=current_only, before=before, limit=limit + 1)
+    page = rows[:limit]
+    for record in page:
+        uow.audit(AuditEvent(READ, event_type, ENTITY, record.id, patient_id, fields=tuple(record.body)))
+    next_before = (page[-1].recorded_at, page[-1].id) if len(rows) > limit else None
+    return page, next_before
+
+
+def get_record(uow, actor: Actor, record_id):
+    """The record and its amendment chain (a repositories.records.Chain); NotFound when it
+    does not exist or its patient is not the actor's. Every version read is audited."""
+    event = AuditEvent(READ, "medical_record.read", ENTITY, record_id)
+    uow.audit(event)
+    require_role(actor, *PHI_ROLES)
+    chain = uow.records.get_chain(record_id, actor)
+    if chain is None:
+        raise NotFound("No such record.")
+    if _under_emergency_grant(actor, chain.provider_id):
+        event.event_type = "medical_record.emergency_read"
+    event.patient_id, event.fields = chain.record.patient_id, tuple(chain.record.body)
+    for version in chain.versions:
+        if version is not chain.record:
+            uow.audit(AuditEvent(READ, event.event_type, ENTITY, version.id, version.patient_id,
+                                 fields=tuple(version.body)))
+    return chain
+
+
+def _under_emergency_grant(actor: Actor, provider_id) -> bool:
+    """The actor sees the patient only through an emergency-access grant."""
+    return not actor.is_admin and provider_id != actor.id
