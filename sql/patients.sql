@@ -145,3 +145,44 @@ UPDATE patients
        mrn_bidx_next = %(mrn_bidx_next)s, email_bidx_next = %(email_bidx_next)s,
        last_name_bidx_next = %(last_name_bidx_next)s
  WHERE id = %(id)s AND version = %(version)s;
+
+-- name: get_patient_overview^
+-- One live patient visible to the actor (as get_patient) with, in the same statement: the
+-- latest reading of each kind (one index probe per kind), open alerts (newest reading first,
+-- at most 50), the next scheduled appointment and the digital twin's current version.
+-- Params: id, actor_id, actor_is_admin, kinds.
+SELECT p.id, p.provider_id, p.status, p.phi, p.phi_key_id, p.version, p.created_at, p.updated_at,
+       (SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.kind), '[]'::jsonb)
+          FROM unnest(%(kinds)s::text[]) AS k (kind)
+         CROSS JOIN LATERAL (
+                SELECT b.kind, b.value, b.unit, b.recorded_at, b.source_device
+                  FROM biometric_readings b
+                 WHERE b.patient_id = p.id AND b.kind = k.kind
+                 ORDER BY b.recorded_at DESC, b.source_device DESC
+                 LIMIT 1) AS r) AS latest_readings,
+       (SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.reading_recorded_at DESC, a.id DESC), '[]'::jsonb)
+          FROM (SELECT al.id, al.kind, al.value, al.min_value, al.max_value, al.severity,
+                       al.reading_recorded_at, al.source_device, al.version
+                  FROM alerts al
+                 WHERE al.patient_id = p.id AND al.status = 'open'
+                 ORDER BY al.reading_recorded_at DESC, al.id DESC
+                 LIMIT 50) AS a) AS open_alerts,
+       (SELECT to_jsonb(n)
+          FROM (SELECT ap.id, ap.provider_id, ap.starts_at, ap.ends_at, ap.version
+                  FROM appointments ap
+                 WHERE ap.patient_id = p.id AND ap.status = 'scheduled' AND ap.ends_at > now()
+                 ORDER BY ap.starts_at, ap.id
+                 LIMIT 1) AS n) AS next_appointment,
+       (SELECT to_jsonb(t)
+          FROM (SELECT tw.version, tw.config, tw.created_by, tw.created_at
+                  FROM digital_twin_versions tw
+                 WHERE tw.patient_id = p.id
+                 ORDER BY tw.version DESC
+                 LIMIT 1) AS t) AS digital_twin
+  FROM patients p
+ WHERE p.id = %(id)s
+   AND p.deleted_at IS NULL
+   AND (%(actor_is_admin)s OR p.provider_id = %(actor_id)s
+        OR EXISTS (SELECT 1 FROM emergency_access_grants g
+                    WHERE g.patient_id = p.id AND g.provider_id = %(actor_id)s
+                      AND g.expires_at > now()));

@@ -8,6 +8,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from clarity.api.common import Text, cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
 from clarity.services import patients
+from clarity.services.biometrics import KINDS
 
 blp = Blueprint("patients", __name__, url_prefix="/api/v1/patients", description="Patients and their PHI")
 
@@ -85,6 +86,18 @@ class PatientSchema(PatientFieldsSchema):
     version = fields.Integer()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+
+
+class PatientOverviewSchema(PatientSchema):
+    latest_readings = fields.List(fields.Dict(), metadata={
+        "description": "The latest reading of each kind: kind, value, unit, recorded_at, source_device."})
+    open_alerts = fields.List(fields.Dict(), metadata={
+        "description": "Open alerts, newest reading first (at most 50): id, kind, value, min_value, "
+                       "max_value, severity, reading_recorded_at, source_device, version."})
+    next_appointment = fields.Dict(allow_none=True, metadata={
+        "description": "The next scheduled appointment (id, provider_id, starts_at, ends_at, version), or null."})
+    digital_twin = fields.Dict(allow_none=True, metadata={
+        "description": "The twin's current version (version, config, created_by, created_at), or null."})
 
 
 class PatientListArgs(Schema):
@@ -169,6 +182,15 @@ def get_patient(patient_id):
     """One patient; 404 when it does not exist or is not yours."""
     patient = run(lambda uow, actor: patients.get_patient(uow, actor, patient_id))
     return to_view(patient), 200, etag(patient.version)
+
+
+@blp.route("/<uuid:patient_id>/overview", methods=["GET"])
+@blp.response(200, PatientOverviewSchema)
+def get_overview(patient_id):
+    """The patient with the latest reading per kind, open alerts, the next appointment and the
+    digital twin's current version, read in one SQL statement."""
+    patient, summary = run(lambda uow, actor: patients.get_overview(uow, actor, patient_id, kinds=KINDS))
+    return {**to_view(patient), **summary}, 200, etag(patient.version)
 
 
 @blp.route("/<uuid:patient_id>", methods=["PATCH"])

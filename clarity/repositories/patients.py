@@ -36,6 +36,16 @@ class PatientRepository:
         row = self.q.get_patient.one(self.conn, {"id": patient_id, **actor.scope()}, dict_row)
         return None if row is None else self._from_row(row)
 
+    def get_overview(self, patient_id, actor, *, kinds) -> tuple[Patient, dict] | None:
+        """The patient and its clinical summary from one statement: (patient, {latest_readings,
+        open_alerts, next_appointment, digital_twin}); None when not visible."""
+        row = self.q.get_patient_overview.one(self.conn, {"id": patient_id, **actor.scope(), "kinds": list(kinds)},
+                                              dict_row)
+        if row is None:
+            return None
+        summary = {key: row.pop(key) for key in ("latest_readings", "open_alerts", "next_appointment", "digital_twin")}
+        return self._from_row(row), summary
+
     def get_access(self, patient_id, actor) -> dict | None:
         """``{"id", "provider_id"}`` of the live patient if the actor may see it, else None;
         reads no PHI (for sub-resources: biometrics, appointments, records...)."""

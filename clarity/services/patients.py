@@ -45,6 +45,21 @@ def get_patient(uow, actor: Actor, patient_id):
     return patient
 
 
+def get_overview(uow, actor: Actor, patient_id, *, kinds):
+    """The patient with the latest reading per kind, open alerts, the next appointment and the
+    twin's current version, read in one statement; NotFound outside the actor's scope."""
+    event = AuditEvent(READ, "patient.overview", ENTITY, patient_id, patient_id,
+                       fields=("phi", "biometrics", "alerts", "appointments", "digital_twin"))
+    uow.audit(event)
+    require_role(actor, *PHI_ROLES)
+    found = uow.patients.get_overview(patient_id, actor, kinds=kinds)
+    if found is None:
+        raise NotFound("No such patient.")
+    if _under_emergency_grant(actor, found[0]):
+        event.event_type = "patient.emergency_overview"
+    return found
+
+
 def list_patients(uow, actor: Actor, *, status=None, born_from: dt.date | None = None,
                   born_to: dt.date | None = None, mrn=None, email=None, last_name=None,
                   after=None, limit: int = 50, event_type="patient.list"):
