@@ -288,6 +288,9 @@ def main() -> None:
         rows["bare_insert"] = bare_row("bare psycopg insert_patient", pg_pid, env["DATABASE_URL"],
                                        lambda conn: bare.insert_patients(conn, keyring, seeded.provider_id, SECONDS))
         print_report(rows)
+        from bench import ingest  # imported here: bench.ingest uses this module's helpers
+        print("\nrunning biometric ingestion (HTTP batches, repository COPY, executemany) ...", flush=True)
+        ingest.print_rows(ingest.run(env, seconds=SECONDS, pg_pid=pg_pid))
         print(f"\ntotal {time.monotonic() - started:.0f}s; gunicorn logs in {BASE}")
     finally:
         for server in servers:
