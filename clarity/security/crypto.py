@@ -70,7 +70,7 @@ class Keyring:
         envelope = bytes(envelope)
         try:
             plaintext = cipher.decrypt(envelope[:NONCE_BYTES], envelope[NONCE_BYTES:], _aad(table, column, row_id))
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce and a tag
             raise DecryptionError(
                 f"{table}.{column} of row {row_id} failed authentication: altered or copied from another row"
             ) from None
