@@ -231,3 +231,9 @@ def test_a_hash_with_weaker_parameters_needs_rehash(passwords):
 
     assert stronger.needs_rehash(passwords.hash("correct horse battery")) is True
     assert passwords.needs_rehash(passwords.hash("correct horse battery")) is False
+
+
+@pytest.mark.parametrize("envelope", [b"", b"\x00", bytes(12), bytes(20)])
+def test_an_envelope_too_short_for_a_nonce_and_a_tag_is_a_decryption_error(keyring, envelope):
+    with pytest.raises(DecryptionError):
+        keyring.decrypt("patients", "phi", uuid.uuid4(), envelope, "k1")
