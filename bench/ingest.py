@@ -27,9 +27,6 @@ import json
 import os
 import random
 import secrets
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -39,6 +36,7 @@ import requests
 from psycopg import sql
 
 from bench.seed import patient_phi
+from bench.server import Gunicorn
 from clarity import config, create_app, localpg
 from clarity.repositories.biometrics import Reading
 from clarity.security.access import Actor, new_token
@@ -127,44 +125,6 @@ def measure(scenario: str, send, batches: Batches, seconds: float, *, app_pid=No
                note or f"{n} batches")
 
 
-class Gunicorn:
-    """Clarity under gunicorn on a free port of 127.0.0.1; ``stop()`` is idempotent."""
-
-    def __init__(self, env: dict, log: Path):
-        port = localpg.free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, **env, "CLARITY_ENV": "development", "CLARITY_BIND": f"127.0.0.1:{port}",
-               "WEB_CONCURRENCY": str(WORKERS), "CLARITY_ACCESS_LOG": "/dev/null", "CLARITY_LOG_LEVEL": "WARNING"}
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py",
-                                          "wsgi:app"], cwd=localpg.ROOT, env=env, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        self.log = log
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited ({self.proc.returncode}); see {self.log}")
-            try:
-                if requests.get(self.url + "/health/ready", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn not ready after {timeout}s; see {self.log}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
-
 def _setup(clarity) -> tuple[uuid.UUID, str, list[uuid.UUID]]:
     """A provider with a one-hour token and three patients (one per scenario)."""
     def work(uow):
@@ -198,8 +158,9 @@ def run(env: dict, *, seconds: float = SECONDS, pg_pid: int | None = None, log_d
         actor = Actor(provider_id, "provider")
         batches = Batches()
 
-        server = Gunicorn(env, log_dir / "gunicorn-ingest.log")
-        server.wait_ready()
+        server = Gunicorn("wsgi:app", {**os.environ, **env, "CLARITY_ENV": "development", "CLARITY_LOG_LEVEL": "WARNING"},
+                          log_dir / "gunicorn-ingest.log", WORKERS)
+        server.wait_until_ok()
         session = requests.Session()
         session.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
 

@@ -28,9 +28,7 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -42,6 +40,7 @@ from clarity import config, localpg
 from clarity.api.common import encode_cursor
 from clarity.security.crypto import Keyring
 from bench import bare, cpu, seed
+from bench.server import Gunicorn
 
 ROOT = localpg.ROOT
 HERE = Path(__file__).resolve().parent
@@ -66,45 +65,6 @@ class Row:
     app_cpu_ms: float
     pg_cpu_ms: float
     note: str = ""
-
-
-class Gunicorn:
-    """A gunicorn master serving ``app`` on a free port of 127.0.0.1; ``stop()`` is idempotent."""
-
-    def __init__(self, app: str, env: dict, name: str):
-        self.port = localpg.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = BASE / f"gunicorn-{name}.log"
-        env = {**env, "CLARITY_BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(WORKERS),
-               "CLARITY_ACCESS_LOG": "/dev/null"}
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py",
-                                          "--no-control-socket", app],
-                                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def wait_until_ok(self, path: str, headers=None, timeout: float = 30) -> None:
-        """Poll ``path`` until it answers 200; raise (naming the log) if it does not in time."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited ({self.proc.returncode}); see {self.log}")
-            try:
-                if requests.get(self.url + path, headers=headers, timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.url}{path} not 200 after {timeout}s; see {self.log}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
 
 
 def ensure_wrk() -> str:
@@ -249,9 +209,9 @@ def main() -> None:
         write_list_queries(env["DATABASE_URL"], seeded, list_file)
 
         app_env = {**os.environ, **env, "CLARITY_ENV": "development"}
-        clarity = Gunicorn("wsgi:app", app_env, "clarity")
+        clarity = Gunicorn("wsgi:app", app_env, BASE / "gunicorn-clarity.log", WORKERS)
         servers.append(clarity)
-        floor = Gunicorn("bench.floor_app:app", app_env, "floor")
+        floor = Gunicorn("bench.floor_app:app", app_env, BASE / "gunicorn-floor.log", WORKERS)
         servers.append(floor)
         clarity.wait_until_ok("/health/ready")
         floor.wait_until_ok(f"/patients/{seeded.patient_ids[0]}")
