@@ -29,6 +29,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
