@@ -2,8 +2,6 @@
 variables, as in production) against PostgreSQL, driven over HTTP."""
 from __future__ import annotations
 
-import os
-import time
 
 import pytest
 import requests

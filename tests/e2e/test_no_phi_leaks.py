@@ -6,7 +6,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import APP_ROLE, patient_body
+from tests.conftest import patient_body
 from tests.e2e.conftest import E2E_PASSWORD
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,6 @@ import pytest
 from clarity import create_app
 from clarity.config import decode_key
 from clarity.errors import Conflict
-from clarity.security.access import Actor
 from clarity.security.crypto import Keyring, generate_key
 from clarity.services import keys as rotation
 from tests.conftest import make_settings, patient_body
