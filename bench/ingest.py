@@ -21,7 +21,6 @@ them; the rows have bench.run.Row's fields.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -36,7 +35,7 @@ import requests
 from psycopg import sql
 
 from bench.seed import patient_phi
-from bench.server import Gunicorn
+from bench.server import Gunicorn, Row
 from clarity import config, create_app, localpg
 from clarity.repositories.biometrics import Reading
 from clarity.security.access import Actor, new_token
@@ -54,18 +53,6 @@ UNITS = {"heart_rate": "bpm", "bp_systolic": "mmHg", "bp_diastolic": "mmHg", "sp
          "respiratory_rate": "breaths/min", "glucose": "mg/dL", "weight": "kg", "steps": "steps"}
 
 
-@dataclasses.dataclass
-class Row:
-    """One line of the report (bench.run.Row's fields): rows/s, and per 10,000-row batch the
-    latency and the CPU ms of the app's (or client's) and PostgreSQL's processes."""
-
-    scenario: str
-    rate: float
-    p50_ms: float
-    p99_ms: float
-    app_cpu_ms: float
-    pg_cpu_ms: float
-    note: str = ""
 
 
 class Batches:

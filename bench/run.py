@@ -23,7 +23,6 @@ gunicorn and the cluster are stopped on the way out, error or not.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import random
 import re
@@ -41,7 +40,7 @@ from clarity import config, localpg
 from clarity.api.common import encode_cursor
 from clarity.security.crypto import Keyring
 from bench import bare, cpu, seed
-from bench.server import Gunicorn
+from bench.server import Gunicorn, Row
 
 ROOT = localpg.ROOT
 HERE = Path(__file__).resolve().parent
@@ -55,17 +54,6 @@ GET_TARGET, CPU_TARGET_MS = 0.60, 0.8
 PAGE, PER_ROW_TARGET = 50, 4.0
 
 
-@dataclasses.dataclass
-class Row:
-    """One line of the report: per second, ms latencies, CPU ms per request (or statement)."""
-
-    scenario: str
-    rate: float
-    p50_ms: float
-    p99_ms: float
-    app_cpu_ms: float
-    pg_cpu_ms: float
-    note: str = ""
 
 
 def ensure_wrk() -> str:

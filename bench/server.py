@@ -1,6 +1,7 @@
-"""A gunicorn serving an app for a benchmark, on a free port of 127.0.0.1."""
+"""What both benchmarks share: a gunicorn on a free port of 127.0.0.1, and a report row."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,6 +12,20 @@ from pathlib import Path
 import requests
 
 from clarity import localpg
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of a report: per second (requests, statements or rows), ms latencies, and CPU ms
+    per unit (a request, a statement or a batch) of the app's (or client's) and PostgreSQL's processes."""
+
+    scenario: str
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    app_cpu_ms: float
+    pg_cpu_ms: float
+    note: str = ""
 
 
 class Gunicorn:

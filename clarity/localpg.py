@@ -161,11 +161,14 @@ def provision(cluster: Cluster, database: str, app_password: str) -> dict:
     from psycopg import sql
     from yoyo import get_backend, read_migrations
 
+    from clarity import queries
     from clarity.cli import yoyo_url
     from clarity.db import MIGRATIONS_DIR
 
+    provisioning = queries.load().provision
+
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+        if not provisioning.get_database_exists.value(conn, {"name": database}):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     owner_url = cluster.url(database=database)
     backend = get_backend(yoyo_url(owner_url))
@@ -173,7 +176,7 @@ def provision(cluster: Cluster, database: str, app_password: str) -> dict:
     with backend.lock():
         backend.apply_migrations(backend.to_apply(migrations))
     with psycopg.connect(owner_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+        exists = provisioning.get_role_exists.value(conn, {"name": APP_ROLE})
         verb = "ALTER" if exists else "CREATE"
         conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(APP_ROLE), sql.Literal(app_password)))
         conn.execute(sql.SQL("GRANT clarity_app TO {}").format(sql.Identifier(APP_ROLE)))
