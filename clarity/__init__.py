@@ -14,6 +14,7 @@ class Clarity:
     settings: object
     db: object
     passwords: object
+    cache: object = None  # flask-caching, for what holds no PHI (the OpenAPI document)
 
 
 def create_app(settings=None, *, keyring=None) -> Flask:

@@ -124,3 +124,13 @@ def test_no_route_takes_phi_in_its_url_or_query_string(client):
 @pytest.mark.parametrize("path", ["/api/v1/patients?last_nam=x", "/api/v1/users?limt=5", "/api/v1/emergency-access?activ=1"])
 def test_unknown_query_parameters_are_422_not_ignored(client, admin, path):
     assert_problem(client.get(path, headers=admin.headers), 422)
+
+
+def test_the_openapi_document_is_rendered_once_and_served_from_the_cache(app, client):
+    cache = app.extensions["clarity"].cache
+    cache.clear()
+    first = client.get("/api/v1/openapi.json")
+    assert cache.get("openapi.json") is not None
+    second = client.get("/api/v1/openapi.json")
+    assert second.get_data() == first.get_data() and second.mimetype == "application/json"
+    assert second.headers["X-Request-ID"] != first.headers["X-Request-ID"]
