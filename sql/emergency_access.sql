@@ -30,8 +30,12 @@ SELECT id, reason, reason_key_id
  ORDER BY id
  LIMIT %(limit)s;
 
--- name: update_emergency_access_grant_reason!
--- Store a re-enciphered reason (grants never change otherwise). Params: id, old_key_id, reason, reason_key_id.
-UPDATE emergency_access_grants
-   SET reason = %(reason)s, reason_key_id = %(reason_key_id)s
- WHERE id = %(id)s AND reason_key_id = %(old_key_id)s;
+-- name: update_emergency_access_grant_reasons
+-- Store a batch of re-enciphered reasons in one statement (grants never change otherwise).
+-- Params: ids, old_key_ids, envelopes, key_ids (one element per grant). Returns: id of each stored.
+UPDATE emergency_access_grants g
+   SET reason = v.reason, reason_key_id = v.reason_key_id
+  FROM unnest(%(ids)s::uuid[], %(old_key_ids)s::text[], %(envelopes)s::bytea[], %(key_ids)s::text[])
+       AS v (id, old_key_id, reason, reason_key_id)
+ WHERE g.id = v.id AND g.reason_key_id = v.old_key_id
+RETURNING g.id;

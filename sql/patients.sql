@@ -110,13 +110,17 @@ SELECT id, phi, phi_key_id, version
  ORDER BY id
  LIMIT %(limit)s;
 
--- name: update_patient_envelope!
--- Store a re-enciphered envelope unless the patient changed meanwhile (version and key id
--- still as read); the content is unchanged, so the version stays. Params: id, version,
--- old_key_id, phi, phi_key_id.
-UPDATE patients
-   SET phi = %(phi)s, phi_key_id = %(phi_key_id)s
- WHERE id = %(id)s AND version = %(version)s AND phi_key_id = %(old_key_id)s;
+-- name: update_patient_envelopes
+-- Store a batch of re-enciphered envelopes in one statement, each unless its patient changed
+-- meanwhile (version and key id still as read); the content is unchanged, so the version
+-- stays. Params: ids, versions, old_key_ids, envelopes, key_ids (one element per patient).
+-- Returns: id of each envelope stored.
+UPDATE patients p
+   SET phi = v.phi, phi_key_id = v.phi_key_id
+  FROM unnest(%(ids)s::uuid[], %(versions)s::integer[], %(old_key_ids)s::text[], %(envelopes)s::bytea[],
+              %(key_ids)s::text[]) AS v (id, version, old_key_id, phi, phi_key_id)
+ WHERE p.id = v.id AND p.version = v.version AND p.phi_key_id = v.old_key_id
+RETURNING p.id;
 
 -- name: count_patients_without_next_index$
 -- How many patients (deleted ones too) still lack their next-key blind indexes.
@@ -137,14 +141,20 @@ SELECT id, phi, phi_key_id, version
  ORDER BY id
  LIMIT %(limit)s;
 
--- name: update_patient_indexes!
--- Store recomputed blind indexes unless the patient changed meanwhile (its writer computed
--- them). Params: id, version, mrn_bidx, email_bidx, last_name_bidx, their *_next.
-UPDATE patients
-   SET mrn_bidx = %(mrn_bidx)s, email_bidx = %(email_bidx)s, last_name_bidx = %(last_name_bidx)s,
-       mrn_bidx_next = %(mrn_bidx_next)s, email_bidx_next = %(email_bidx_next)s,
-       last_name_bidx_next = %(last_name_bidx_next)s
- WHERE id = %(id)s AND version = %(version)s;
+-- name: update_patient_indexes
+-- Store a batch of recomputed blind indexes in one statement, each unless its patient changed
+-- meanwhile (its writer computed them). Params: ids, versions, and arrays of mrn_bidx,
+-- email_bidx, last_name_bidx and their *_next (one element per patient). Returns: id of each stored.
+UPDATE patients p
+   SET mrn_bidx = v.mrn_bidx, email_bidx = v.email_bidx, last_name_bidx = v.last_name_bidx,
+       mrn_bidx_next = v.mrn_bidx_next, email_bidx_next = v.email_bidx_next,
+       last_name_bidx_next = v.last_name_bidx_next
+  FROM unnest(%(ids)s::uuid[], %(versions)s::integer[], %(mrn_bidx)s::bytea[], %(email_bidx)s::bytea[],
+              %(last_name_bidx)s::bytea[], %(mrn_bidx_next)s::bytea[], %(email_bidx_next)s::bytea[],
+              %(last_name_bidx_next)s::bytea[])
+       AS v (id, version, mrn_bidx, email_bidx, last_name_bidx, mrn_bidx_next, email_bidx_next, last_name_bidx_next)
+ WHERE p.id = v.id AND p.version = v.version
+RETURNING p.id;
 
 -- name: get_patient_overview^
 -- One live patient visible to the actor (as get_patient) with, in the same statement: the

@@ -90,9 +90,13 @@ SELECT id, body, body_key_id
  ORDER BY id
  LIMIT %(limit)s;
 
--- name: update_medical_record_body!
--- Store a re-enciphered body: the one change the append-only trigger allows (content
--- unchanged, key id changed). Params: id, old_key_id, body, body_key_id.
-UPDATE medical_records
-   SET body = %(body)s, body_key_id = %(body_key_id)s
- WHERE id = %(id)s AND body_key_id = %(old_key_id)s;
+-- name: update_medical_record_bodies
+-- Store a batch of re-enciphered bodies in one statement: the one change the append-only
+-- trigger allows (content unchanged, key id changed). Params: ids, old_key_ids, envelopes,
+-- key_ids (one element per record). Returns: id of each stored.
+UPDATE medical_records r
+   SET body = v.body, body_key_id = v.body_key_id
+  FROM unnest(%(ids)s::uuid[], %(old_key_ids)s::text[], %(envelopes)s::bytea[], %(key_ids)s::text[])
+       AS v (id, old_key_id, body, body_key_id)
+ WHERE r.id = v.id AND r.body_key_id = v.old_key_id
+RETURNING r.id;

@@ -62,9 +62,8 @@ class EmergencyAccessRepository:
         ``after_id``: (rotated ids, ids that failed to decrypt, last id seen or None)."""
         rows = self.q.list_emergency_access_grants_not_under_key.all(self.conn, {
             "key_id": self.keyring.active_key_id, "after_id": after_id, "limit": limit}, dict_row)
-        rotated, failed = reencrypt_rows(self.keyring, TABLE, REASON_COLUMN, rows, key_id_column="reason_key_id", store=(
-            lambda row, envelope, key_id: self.q.update_emergency_access_grant_reason.rowcount(self.conn, {
-                "id": row["id"], "old_key_id": row["reason_key_id"], "reason": envelope, "reason_key_id": key_id})))
+        params, failed = reencrypt_rows(self.keyring, TABLE, REASON_COLUMN, rows, key_id_column="reason_key_id")
+        rotated = [r[0] for r in self.q.update_emergency_access_grant_reasons.all(self.conn, params)] if params else []
         return rotated, failed, (rows[-1]["id"] if rows else None)
 
     def _from_row(self, row) -> Grant:

@@ -99,10 +99,8 @@ class PatientRepository:
         A patient updated concurrently is left alone: its writer used the active key."""
         rows = self.q.list_patients_not_under_key.all(self.conn, {
             "key_id": self.keyring.active_key_id, "after_id": after_id, "limit": limit}, dict_row)
-        rotated, failed = reencrypt_rows(self.keyring, TABLE, PHI_COLUMN, rows, key_id_column="phi_key_id", store=(
-            lambda row, envelope, key_id: self.q.update_patient_envelope.rowcount(self.conn, {
-                "id": row["id"], "version": row["version"], "old_key_id": row["phi_key_id"],
-                "phi": envelope, "phi_key_id": key_id})))
+        params, failed = reencrypt_rows(self.keyring, TABLE, PHI_COLUMN, rows, key_id_column="phi_key_id", carry=("version",))
+        rotated = [r[0] for r in self.q.update_patient_envelopes.all(self.conn, params)] if params else []
         return rotated, failed, (rows[-1]["id"] if rows else None)
 
     def count_without_next_index(self) -> int:
@@ -118,17 +116,19 @@ class PatientRepository:
         meanwhile is skipped: its writer computed them."""
         rows = self.q.list_patients_for_reindex.all(self.conn, {
             "without_next_only": without_next_only, "after_id": after_id, "limit": limit}, dict_row)
-        done, failed = [], []
+        computed, failed = [], []
         for row in rows:
             try:
                 phi = self.keyring.decrypt(TABLE, PHI_COLUMN, row["id"], row["phi"], row["phi_key_id"])
             except DecryptionError:
                 failed.append(row["id"])
                 continue
-            if self.q.update_patient_indexes.rowcount(self.conn, {
-                    "id": row["id"], "version": row["version"],
-                    **self._indexes(phi), **self._indexes(phi, root="next", suffix="_next")}):
-                done.append(row["id"])
+            computed.append((row, {**self._indexes(phi), **self._indexes(phi, root="next", suffix="_next")}))
+        columns = [f"{field}_bidx{suffix}" for suffix in ("", "_next") for field in BLIND_INDEXED]
+        done = [r[0] for r in self.q.update_patient_indexes.all(self.conn, {
+            "ids": [row["id"] for row, _ in computed], "versions": [row["version"] for row, _ in computed],
+            **{column: [indexes[column] for _, indexes in computed] for column in columns},
+        })] if computed else []
         return done, failed, (rows[-1]["id"] if rows else None)
 
     def _sealed(self, patient_id, phi: dict) -> dict:

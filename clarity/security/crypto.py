@@ -100,11 +100,14 @@ def _aad(table: str, column: str, row_id) -> bytes:
     return f"{table}.{column}:{row_id}".encode()
 
 
-def reencrypt_rows(keyring: Keyring, table: str, column: str, rows, *, key_id_column: str, store):
+def reencrypt_rows(keyring: Keyring, table: str, column: str, rows, *, key_id_column: str, carry=()):
     """Re-encipher ``rows`` (dicts with ``id``, ``column`` and ``key_id_column``) under the
-    active key; ``store(row, envelope, key_id)`` writes one and returns whether it did.
-    Returns (rotated ids, ids whose envelope failed to decrypt)."""
-    rotated, failed = [], []
+    active key, for a set-based store. Returns (params, failed): ``params`` holds one array per
+    column, ``ids``, ``old_key_ids``, ``envelopes``, ``key_ids`` and ``<name>s`` for each name in
+    ``carry`` (e.g. a version to check), or None when nothing decrypted; ``failed`` the ids
+    whose envelope did not decrypt."""
+    params = {"ids": [], "old_key_ids": [], "envelopes": [], "key_ids": [], **{f"{name}s": [] for name in carry}}
+    failed = []
     for row in rows:
         try:
             fields = keyring.decrypt(table, column, row["id"], row[column], row[key_id_column])
@@ -112,6 +115,7 @@ def reencrypt_rows(keyring: Keyring, table: str, column: str, rows, *, key_id_co
             failed.append(row["id"])
             continue
         envelope, key_id = keyring.encrypt(table, column, row["id"], fields)
-        if store(row, envelope, key_id):
-            rotated.append(row["id"])
-    return rotated, failed
+        for name, value in (("ids", row["id"]), ("old_key_ids", row[key_id_column]), ("envelopes", envelope),
+                            ("key_ids", key_id), *((f"{name}s", row[name]) for name in carry)):
+            params[name].append(value)
+    return (params if params["ids"] else None), failed
