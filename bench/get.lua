@@ -2,13 +2,6 @@
 -- LINES_FILE has one patient id (or list query string) a line; TOKEN, when given, is a bearer token.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 
-local threads = 0
-
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_number", threads)
-end
-
 function init(args)
   ids = {}
   for line in io.lines(args[1]) do

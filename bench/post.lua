@@ -2,13 +2,6 @@
 -- MRNs are RUN_PREFIX-<thread>-<counter>, so every request of every thread registers a new one.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 
-local threads = 0
-
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_number", threads)
-end
-
 function init(args)
   run_prefix = args[1]
   headers = {["Content-Type"] = "application/json", Accept = "application/json",

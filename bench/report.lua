@@ -1,5 +1,13 @@
--- Shared by the wrk scripts: one machine-readable line with the run's totals and latencies.
--- bench/run.py parses the line that starts with "BENCH ".
+-- Shared by the wrk scripts: each thread gets a thread_number, and done() prints one
+-- machine-readable line with the run's totals and latencies; bench/run.py parses the line that
+-- starts with "BENCH ".
+local threads = 0
+
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_number", threads)
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

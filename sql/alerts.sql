@@ -98,9 +98,7 @@ SELECT a.id, a.patient_id, a.kind, a.value, a.reading_recorded_at, a.source_devi
   JOIN patients p ON p.id = a.patient_id
  WHERE p.deleted_at IS NULL
    AND (%(actor_is_admin)s OR p.provider_id = %(actor_id)s
-        OR EXISTS (SELECT 1 FROM emergency_access_grants g
-                    WHERE g.patient_id = p.id AND g.provider_id = %(actor_id)s
-                      AND g.expires_at > now()))
+        OR clarity_holds_emergency_grant(p.id, %(actor_id)s))
    AND (%(status)s::text IS NULL OR a.status = %(status)s::text)
    AND (%(after_recorded_at)s::timestamptz IS NULL
         OR (a.reading_recorded_at, a.id) < (%(after_recorded_at)s::timestamptz, %(after_id)s::uuid))
@@ -119,9 +117,7 @@ SELECT a.id, a.patient_id, a.kind, a.value, a.reading_recorded_at, a.source_devi
  WHERE a.id = %(id)s::uuid
    AND p.deleted_at IS NULL
    AND (%(actor_is_admin)s OR p.provider_id = %(actor_id)s
-        OR EXISTS (SELECT 1 FROM emergency_access_grants g
-                    WHERE g.patient_id = p.id AND g.provider_id = %(actor_id)s
-                      AND g.expires_at > now()));
+        OR clarity_holds_emergency_grant(p.id, %(actor_id)s));
 
 -- name: update_alert_status^
 -- Move an alert to 'acknowledged' or 'resolved' when its version matches, recording who and

@@ -26,9 +26,7 @@ SELECT a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.status, a.ca
         OR EXISTS (SELECT 1 FROM patients p
                     WHERE p.id = a.patient_id AND p.deleted_at IS NULL
                       AND (p.provider_id = %(actor_id)s
-                           OR EXISTS (SELECT 1 FROM emergency_access_grants g
-                                       WHERE g.patient_id = p.id AND g.provider_id = %(actor_id)s
-                                         AND g.expires_at > now()))));
+                           OR clarity_holds_emergency_grant(p.id, %(actor_id)s))));
 
 -- name: list_appointments_for_patient
 -- A patient's appointments (the caller checked the actor may see the patient) overlapping
@@ -83,9 +81,7 @@ UPDATE appointments a
         OR EXISTS (SELECT 1 FROM patients p
                     WHERE p.id = a.patient_id AND p.deleted_at IS NULL
                       AND (p.provider_id = %(actor_id)s
-                           OR EXISTS (SELECT 1 FROM emergency_access_grants g
-                                       WHERE g.patient_id = p.id AND g.provider_id = %(actor_id)s
-                                         AND g.expires_at > now()))))
+                           OR clarity_holds_emergency_grant(p.id, %(actor_id)s))))
 RETURNING a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.status, a.cancelled_at,
           a.version, a.created_at, a.updated_at, a.created_by;
 
@@ -104,9 +100,7 @@ UPDATE appointments a
         OR EXISTS (SELECT 1 FROM patients p
                     WHERE p.id = a.patient_id AND p.deleted_at IS NULL
                       AND (p.provider_id = %(actor_id)s
-                           OR EXISTS (SELECT 1 FROM emergency_access_grants g
-                                       WHERE g.patient_id = p.id AND g.provider_id = %(actor_id)s
-                                         AND g.expires_at > now()))))
+                           OR clarity_holds_emergency_grant(p.id, %(actor_id)s))))
 RETURNING a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.status, a.cancelled_at,
           a.version, a.created_at, a.updated_at, a.created_by;
 

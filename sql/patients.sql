@@ -6,9 +6,7 @@ SELECT id, provider_id, status, phi, phi_key_id, version, created_at, updated_at
  WHERE id = %(id)s
    AND deleted_at IS NULL
    AND (%(actor_is_admin)s OR provider_id = %(actor_id)s
-        OR EXISTS (SELECT 1 FROM emergency_access_grants g
-                    WHERE g.patient_id = patients.id AND g.provider_id = %(actor_id)s
-                      AND g.expires_at > now()));
+        OR clarity_holds_emergency_grant(patients.id, %(actor_id)s));
 
 -- name: get_patient_access^
 -- Whether a live patient is visible to the actor (as get_patient), without reading its PHI.
@@ -18,9 +16,7 @@ SELECT id, provider_id
  WHERE id = %(id)s
    AND deleted_at IS NULL
    AND (%(actor_is_admin)s OR provider_id = %(actor_id)s
-        OR EXISTS (SELECT 1 FROM emergency_access_grants g
-                    WHERE g.patient_id = patients.id AND g.provider_id = %(actor_id)s
-                      AND g.expires_at > now()));
+        OR clarity_holds_emergency_grant(patients.id, %(actor_id)s));
 
 -- name: list_patients
 -- Live patients of the actor (an admin: all; emergency grants open single patients by id,
@@ -80,9 +76,7 @@ UPDATE patients
    AND version = %(version)s
    AND deleted_at IS NULL
    AND (%(actor_is_admin)s OR provider_id = %(actor_id)s
-        OR EXISTS (SELECT 1 FROM emergency_access_grants g
-                    WHERE g.patient_id = patients.id AND g.provider_id = %(actor_id)s
-                      AND g.expires_at > now()))
+        OR clarity_holds_emergency_grant(patients.id, %(actor_id)s))
 RETURNING id, provider_id, status, phi, phi_key_id, version, created_at, updated_at;
 
 -- name: delete_patient!
@@ -193,6 +187,4 @@ SELECT p.id, p.provider_id, p.status, p.phi, p.phi_key_id, p.version, p.created_
  WHERE p.id = %(id)s
    AND p.deleted_at IS NULL
    AND (%(actor_is_admin)s OR p.provider_id = %(actor_id)s
-        OR EXISTS (SELECT 1 FROM emergency_access_grants g
-                    WHERE g.patient_id = p.id AND g.provider_id = %(actor_id)s
-                      AND g.expires_at > now()));
+        OR clarity_holds_emergency_grant(p.id, %(actor_id)s));

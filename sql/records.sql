@@ -49,9 +49,7 @@ target AS (
      WHERE r.id = %(id)s
        AND p.deleted_at IS NULL
        AND (%(actor_is_admin)s OR p.provider_id = %(actor_id)s
-            OR EXISTS (SELECT 1 FROM emergency_access_grants g
-                        WHERE g.patient_id = p.id AND g.provider_id = %(actor_id)s
-                          AND g.expires_at > now()))
+            OR clarity_holds_emergency_grant(p.id, %(actor_id)s))
 ),
 earlier (id, amends_id, position) AS (
     SELECT r.id, r.amends_id, 0 FROM medical_records r JOIN target t ON t.id = r.id

@@ -11,7 +11,7 @@ from __future__ import annotations
 from clarity.audit import CREATE, DELETE, READ, UPDATE, AuditEvent
 from clarity.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed, PreconditionRequired
 from clarity.security.access import ADMIN, PHI_ROLES, Actor, require_role
-from clarity.services.biometrics import KINDS, require_patient_audited
+from clarity.services.biometrics import KINDS
 from clarity.services.patients import require_patient
 
 RULE, ALERT = "alert_rule", "alert"
@@ -27,7 +27,7 @@ def list_alert_rules(uow, actor: Actor, patient_id):
     """The patient's effective rule per kind (overrides marked, with the default beside them)."""
     event = AuditEvent(READ, "alert_rule.read", RULE, patient_id=patient_id)
     uow.audit(event)
-    require_patient_audited(uow, actor, patient_id, event)
+    require_patient(uow, actor, patient_id, event)
     return uow.alerts.effective_rules(patient_id)
 
 
@@ -86,7 +86,7 @@ def list_patient_alerts(uow, actor: Actor, patient_id, *, status=None, after=Non
     """A keyset page of the patient's alerts, newest reading first: ``(alerts, next_after)``."""
     event = AuditEvent(READ, "alert.read", ALERT, patient_id=patient_id)
     uow.audit(event)
-    require_patient_audited(uow, actor, patient_id, event)
+    require_patient(uow, actor, patient_id, event)
     rows = uow.alerts.list_for_patient(patient_id, status=status, after=after, limit=limit + 1)
     page = rows[:limit]
     event.fields = tuple(sorted({a.kind for a in page}))

@@ -34,9 +34,7 @@ def book_appointment(uow, actor: Actor, patient_id, *, starts_at: dt.datetime, e
     fields = ("starts_at", "ends_at") + (("provider_id",) if provider_id is not None else ())
     event = AuditEvent(CREATE, "appointment.create", ENTITY, patient_id=patient_id, fields=fields)
     uow.audit(event)
-    patient = require_patient(uow, actor, patient_id)
-    if _through_emergency_grant(actor, patient["provider_id"]):
-        event.event_type = "appointment.emergency_create"
+    patient = require_patient(uow, actor, patient_id, event)
     provider_id = _seeing_provider(uow, actor, patient, provider_id)
     _check_times(starts_at, ends_at, starts_changed=True)
     appointment = uow.appointments.add(patient_id=patient["id"], provider_id=provider_id,
@@ -53,9 +51,7 @@ def list_patient_appointments(uow, actor: Actor, patient_id, *, window_start=Non
     event = AuditEvent(READ, "appointment.list", ENTITY, patient_id=patient_id,
                        fields=tuple(k for k, v in criteria.items() if v is not None))
     uow.audit(event)
-    patient = require_patient(uow, actor, patient_id)
-    if _through_emergency_grant(actor, patient["provider_id"]):
-        event.event_type = "appointment.emergency_list"
+    patient = require_patient(uow, actor, patient_id, event)
     _require_aware(window_start, "from")
     _require_aware(window_end, "to")
     if window_start and window_end and window_end <= window_start:
@@ -184,11 +180,6 @@ def _window(window_start, window_end) -> tuple[dt.datetime, dt.datetime]:
 def _page(rows, limit):
     page = rows[:limit]
     return page, ((page[-1].starts_at, page[-1].id) if len(rows) > limit else None)
-
-
-def _through_emergency_grant(actor: Actor, patient_provider_id) -> bool:
-    """The actor sees this patient only through an emergency-access grant."""
-    return not actor.is_admin and patient_provider_id != actor.id
 
 
 def _now() -> dt.datetime:

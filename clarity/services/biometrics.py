@@ -16,8 +16,7 @@ from clarity.security.access import Actor
 from clarity.services.patients import require_patient
 
 __all__ = ["KINDS", "Kind", "Reading", "accepted_window", "reading_problem", "ingest_readings",
-           "list_readings", "summarize_readings", "latest_readings", "ensure_partitions",
-           "require_patient_audited"]
+           "list_readings", "summarize_readings", "latest_readings", "ensure_partitions"]
 
 ENTITY = "biometric_reading"
 
@@ -88,17 +87,6 @@ def reading_problem(kind: str, value: float, unit: str, recorded_at: dt.datetime
     return None
 
 
-def require_patient_audited(uow, actor: Actor, patient_id, event: AuditEvent) -> dict:
-    """require_patient (Forbidden, NotFound) for a sub-resource access audited by ``event``
-    (already buffered); an access only an emergency-access grant allows is recorded as such,
-    as patient reads are: ``biometrics.read`` becomes ``biometrics.emergency_read``."""
-    access = require_patient(uow, actor, patient_id)
-    if not actor.is_admin and access["provider_id"] != actor.id:
-        group, _, action = event.event_type.partition(".")
-        event.event_type = f"{group}.emergency_{action}"
-    return access
-
-
 def ingest_readings(uow, actor: Actor, patient_id, readings: Sequence[Reading]) -> dict:
     """Store a batch of readings (validated by the caller: reading_problem) as the patient's,
     all or nothing. A reading already stored (same kind, device and instant) is skipped, so a
@@ -107,7 +95,7 @@ def ingest_readings(uow, actor: Actor, patient_id, readings: Sequence[Reading]) 
     event = AuditEvent(CREATE, "biometrics.ingest", ENTITY, patient_id=patient_id,
                        fields=tuple(sorted({r.kind for r in readings})))
     uow.audit(event)
-    require_patient_audited(uow, actor, patient_id, event)
+    require_patient(uow, actor, patient_id, event)
     result = uow.biometrics.add_many(patient_id, readings)
     return {"received": len(readings), "stored": result.stored,
             "duplicates": len(readings) - result.stored, "alerts_raised": result.alerts_raised}
@@ -119,7 +107,7 @@ def list_readings(uow, actor: Actor, patient_id, *, kind=None, recorded_from=Non
     ``next_after`` is the ``(recorded_at, kind, source_device)`` to continue after, or None."""
     event = AuditEvent(READ, "biometrics.read", ENTITY, patient_id=patient_id, fields=(kind,) if kind else ())
     uow.audit(event)
-    require_patient_audited(uow, actor, patient_id, event)
+    require_patient(uow, actor, patient_id, event)
     rows = uow.biometrics.list(patient_id, kind=kind, recorded_from=recorded_from, recorded_to=recorded_to,
                                after=after, limit=limit + 1)
     page = rows[:limit]
@@ -135,7 +123,7 @@ def summarize_readings(uow, actor: Actor, patient_id, *, kind=None, bucket: str 
     31 days of hours or 731 days of days). Returns (buckets, recorded_from, recorded_to)."""
     event = AuditEvent(READ, "biometrics.summary", ENTITY, patient_id=patient_id, fields=(kind,) if kind else ())
     uow.audit(event)
-    require_patient_audited(uow, actor, patient_id, event)
+    require_patient(uow, actor, patient_id, event)
     if bucket not in BUCKETS:
         raise Invalid(f"bucket must be one of: {', '.join(BUCKETS)}.", field="bucket")
     recorded_to = recorded_to or (now or dt.datetime.now(dt.timezone.utc))
@@ -154,7 +142,7 @@ def latest_readings(uow, actor: Actor, patient_id) -> list[Reading]:
     """The patient's latest reading of each kind they have readings of, by kind."""
     event = AuditEvent(READ, "biometrics.latest", ENTITY, patient_id=patient_id)
     uow.audit(event)
-    require_patient_audited(uow, actor, patient_id, event)
+    require_patient(uow, actor, patient_id, event)
     latest = uow.biometrics.latest(patient_id, KINDS)
     event.fields = _kinds(latest)
     return latest

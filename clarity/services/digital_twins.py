@@ -23,8 +23,7 @@ def get_twin(uow, actor: Actor, patient_id):
     patient is absent, not the actor's, or has no twin yet."""
     event = AuditEvent(READ, "digital_twin.read", ENTITY, patient_id, patient_id)
     uow.audit(event)
-    access = require_patient(uow, actor, patient_id)
-    _mark_emergency(event, actor, access)
+    require_patient(uow, actor, patient_id, event)
     twin = uow.digital_twins.current(patient_id)
     if twin is None:
         raise NotFound("This patient has no digital twin yet.")
@@ -37,8 +36,7 @@ def list_versions(uow, actor: Actor, patient_id, *, before_version=None, limit: 
     the latter None on the last page."""
     event = AuditEvent(READ, "digital_twin.versions", ENTITY, patient_id, patient_id)
     uow.audit(event)
-    access = require_patient(uow, actor, patient_id)
-    _mark_emergency(event, actor, access)
+    require_patient(uow, actor, patient_id, event)
     rows = uow.digital_twins.versions(patient_id, before_version=before_version, limit=limit + 1)
     page = rows[:limit]
     event.fields = tuple(sorted({name for version in page for name in version.config}))
@@ -55,8 +53,7 @@ def put_twin(uow, actor: Actor, patient_id, config: dict, *, expected_version: i
     event = AuditEvent(CREATE if first else UPDATE, "digital_twin.create" if first else "digital_twin.update",
                        ENTITY, patient_id, patient_id, fields=tuple(config))
     uow.audit(event)
-    access = require_patient(uow, actor, patient_id)
-    _mark_emergency(event, actor, access)
+    require_patient(uow, actor, patient_id, event)
     if must_not_exist and not first:
         raise PreconditionFailed("If-Match and If-None-Match: * cannot both hold.")
     written = uow.digital_twins.add(patient_id, 1 if first else expected_version + 1, config, created_by=actor.id)
@@ -65,10 +62,3 @@ def put_twin(uow, actor: Actor, patient_id, config: dict, *, expected_version: i
     if not first or must_not_exist:
         raise PreconditionFailed(STALE if not first else "This patient already has a digital twin.")
     raise PreconditionRequired("This patient has a digital twin: send If-Match with the ETag you read.")
-
-
-def _mark_emergency(event: AuditEvent, actor: Actor, access: dict) -> None:
-    """Reads and writes under an emergency-access grant are audited as such."""
-    if not actor.is_admin and access["provider_id"] != actor.id:
-        kind, _, what = event.event_type.partition(".")
-        event.event_type = f"{kind}.emergency_{what}"

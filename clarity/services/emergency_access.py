@@ -1,7 +1,8 @@
 """Emergency access (break-glass): time-limited access to a patient who is not the provider's.
 
 A grant is audited as a security alert: FHIR AuditEvent type DCM 110113 (Security Alert),
-subtype DCM 110127 (Emergency Override Started), purposeOfEvent ETREAT (see audit.FHIR_CODES).
+subtype DCM 110127 (Emergency Override Started), purposeOfEvent ETREAT; what is read or
+changed under the grant is audited as ``<entity>.emergency_<action>`` (services.patients.mark_emergency).
 """
 from __future__ import annotations
 

@@ -40,8 +40,7 @@ def get_patient(uow, actor: Actor, patient_id):
     patient = uow.patients.get(patient_id, actor)
     if patient is None:
         raise NotFound("No such patient.")
-    if _under_emergency_grant(actor, patient):
-        event.event_type = "patient.emergency_read"
+    mark_emergency(event, actor, patient.provider_id)
     return patient
 
 
@@ -55,8 +54,7 @@ def get_overview(uow, actor: Actor, patient_id, *, kinds):
     found = uow.patients.get_overview(patient_id, actor, kinds=kinds)
     if found is None:
         raise NotFound("No such patient.")
-    if _under_emergency_grant(actor, found[0]):
-        event.event_type = "patient.emergency_overview"
+    mark_emergency(event, actor, found[0].provider_id)
     return found
 
 
@@ -91,15 +89,31 @@ def list_patients(uow, actor: Actor, *, status=None, born_from: dt.date | None =
     return page, next_after
 
 
-def require_patient(uow, actor: Actor, patient_id) -> dict:
+def require_patient(uow, actor: Actor, patient_id, event: AuditEvent | None = None) -> dict:
     """For a patient's sub-resources: the actor must hold a PHI role (Forbidden) and see the
     live patient (NotFound otherwise; out of scope is indistinguishable from absent).
-    Returns ``{"id", "provider_id"}``. Audit the access before calling this."""
+    Returns ``{"id", "provider_id"}``. Audit the access with ``event`` before calling this:
+    an access only an emergency-access grant allows is then recorded as such (mark_emergency)."""
     require_role(actor, *PHI_ROLES)
     access = uow.patients.get_access(patient_id, actor)
     if access is None:
         raise NotFound("No such patient.")
+    if event is not None:
+        mark_emergency(event, actor, access["provider_id"])
     return access
+
+
+def via_emergency_grant(actor: Actor, provider_id) -> bool:
+    """The actor sees a patient of ``provider_id`` only through an emergency-access grant."""
+    return not actor.is_admin and provider_id != actor.id
+
+
+def mark_emergency(event: AuditEvent, actor: Actor, provider_id) -> None:
+    """Audit an access only an emergency-access grant allows as such: ``patient.read`` becomes
+    ``patient.emergency_read``."""
+    if via_emergency_grant(actor, provider_id):
+        group, _, action = event.event_type.partition(".")
+        event.event_type = f"{group}.emergency_{action}"
 
 
 def require_role_audited(uow, actor, event_type, fields):
@@ -121,8 +135,7 @@ def update_patient(uow, actor: Actor, patient_id, version: int, changes: dict):
     current = uow.patients.get(patient_id, actor)
     if current is None:
         raise NotFound("No such patient.")
-    if _under_emergency_grant(actor, current):
-        event.event_type = "patient.emergency_update"
+    mark_emergency(event, actor, current.provider_id)
     if current.version != version:
         raise PreconditionFailed(STALE)
     status = changes.pop("status", current.status)
@@ -140,17 +153,12 @@ def delete_patient(uow, actor: Actor, patient_id, version: int) -> None:
     current = uow.patients.get(patient_id, actor)
     if current is None:
         raise NotFound("No such patient.")
-    if _under_emergency_grant(actor, current):
+    if via_emergency_grant(actor, current.provider_id):
         raise Forbidden("Emergency access does not allow deleting a patient.")
     if current.version != version or not uow.patients.delete(patient_id, version, actor):
         raise PreconditionFailed(STALE)
     # The clinical history stays; future appointments stop holding their providers' slots.
     uow.appointments.cancel_upcoming_for_patient(patient_id)
-
-
-def _under_emergency_grant(actor: Actor, patient) -> bool:
-    """The actor sees this patient only through an emergency-access grant."""
-    return not actor.is_admin and patient.provider_id != actor.id
 
 
 def _born_within(patient, born_from, born_to) -> bool:

@@ -11,7 +11,7 @@ import datetime as dt
 from clarity.audit import CREATE, READ, AuditEvent
 from clarity.errors import NotFound
 from clarity.security.access import PHI_ROLES, Actor, require_role
-from clarity.services.patients import require_patient
+from clarity.services.patients import mark_emergency, require_patient, via_emergency_grant
 
 ENTITY = "medical_record"
 
@@ -23,9 +23,7 @@ def create_record(uow, actor: Actor, patient_id, *, type: str, body: dict,
     (amends a record already amended)."""
     event = AuditEvent(CREATE, "medical_record.create", ENTITY, patient_id=patient_id, fields=tuple(body))
     uow.audit(event)
-    access = require_patient(uow, actor, patient_id)
-    if _under_emergency_grant(actor, access["provider_id"]):
-        event.event_type = "medical_record.emergency_create"
+    require_patient(uow, actor, patient_id, event)
     record = uow.records.add(patient_id=patient_id, type=type, body=body, author_id=actor.id,
                              recorded_at=recorded_at, amends_id=amends_id)
     event.entity_id = record.id
@@ -39,7 +37,7 @@ def list_records(uow, actor: Actor, patient_id, *, type=None, current_only=False
     uow.audit(AuditEvent(READ, "medical_record.list", ENTITY, patient_id=patient_id,
                          fields=tuple(name for name, value in filters.items() if value is not None)))
     access = require_patient(uow, actor, patient_id)
-    event_type = ("medical_record.emergency_read" if _under_emergency_grant(actor, access["provider_id"])
+    event_type = ("medical_record.emergency_read" if via_emergency_grant(actor, access["provider_id"])
                   else "medical_record.read")
     rows = uow.records.list(patient_id, type=type, current_only=current_only, before=before, limit=limit + 1)
     page = rows[:limit]
@@ -58,16 +56,10 @@ def get_record(uow, actor: Actor, record_id):
     chain = uow.records.get_chain(record_id, actor)
     if chain is None:
         raise NotFound("No such record.")
-    if _under_emergency_grant(actor, chain.provider_id):
-        event.event_type = "medical_record.emergency_read"
+    mark_emergency(event, actor, chain.provider_id)
     event.patient_id, event.fields = chain.record.patient_id, tuple(chain.record.body)
     for version in chain.versions:
         if version is not chain.record:
             uow.audit(AuditEvent(READ, event.event_type, ENTITY, version.id, version.patient_id,
                                  fields=tuple(version.body)))
     return chain
-
-
-def _under_emergency_grant(actor: Actor, provider_id) -> bool:
-    """The actor sees the patient only through an emergency-access grant."""
-    return not actor.is_admin and provider_id != actor.id
