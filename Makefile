@@ -25,6 +25,9 @@ test: deps postgres
 bench: deps postgres
 	$(BIN)/python -m bench.run
 
+# localpg.py as a script under the system Python, as .venv may be gone already; -P keeps
+# clarity/ off sys.path, where a module could shadow the standard library. When a cluster
+# cannot be stopped, nothing is deleted.
 clean:
-	-$(BIN)/python -m clarity.localpg stop
+	$(PYTHON) -P clarity/localpg.py clean
 	rm -rf .var $(VENV)

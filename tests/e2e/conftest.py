@@ -72,14 +72,14 @@ def _serve(server, database, keys, tmp_path, extra):
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             assert process.poll() is None, "gunicorn exited:\n" + log_path.read_text()
             try:
                 if requests.get(f"{base}/health/ready", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # still booting (a loaded machine can take seconds to import the app)
             assert time.monotonic() < deadline, "gunicorn never became ready:\n" + log_path.read_text()
             time.sleep(0.1)
         yield base
