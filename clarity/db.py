@@ -136,14 +136,35 @@ class Database:
     def unit_of_work(self, conn, **context) -> "UnitOfWork":
         return UnitOfWork(conn, self.queries, self.keyring, **context)
 
-    def run(self, work, **context):
-        """Run ``work(uow)`` in a unit of work and return its result.
+    def begin(self, **context) -> "UnitOfWork":
+        """Check out a connection and open a unit of work on it, for a caller that cannot hold
+        a with-block across its steps (a request: authenticated in one hook, its work done in
+        the view). Hand it to ``run(work, opened=uow)``, or end it with ``uow.end(exc)``."""
+        stack = contextlib.ExitStack()
+        try:
+            conn = stack.enter_context(self.connection())
+            nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            uow = stack.enter_context(self.unit_of_work(conn, **context))
+        except BaseException as exc:
+            stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        uow.ending, uow.nested = stack, nested
+        return uow
 
-        Serialization failures and deadlocks re-run the whole call, a bounded number of times
-        with jitter; driver errors leave as domain errors (errors.translate).
+    def run(self, work, *, opened: "UnitOfWork | None" = None, **context):
+        """Run ``work(uow)`` in a unit of work and return its result: in ``opened`` (from
+        ``begin``) when given, else in a new one.
+
+        Serialization failures and deadlocks re-run the whole call in a new unit, a bounded
+        number of times with jitter; driver errors leave as domain errors (errors.translate).
         """
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
+                if opened is not None:
+                    uow, opened = opened, None
+                    nested = uow.nested
+                    with uow.ending:
+                        return work(uow)
                 with self.connection() as conn:
                     nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
                     with self.unit_of_work(conn, **context) as uow:
@@ -179,6 +200,8 @@ class UnitOfWork:
         self.client_addr = client_addr
         self.events: list[audit.AuditEvent] = []
         self._after_commit = []
+        self.ending: contextlib.ExitStack | None = None  # set by Database.begin
+        self.nested = False
 
     def __enter__(self):
         self._outer = _OPEN_UNITS.get(self.conn)
@@ -214,6 +237,11 @@ class UnitOfWork:
             with self.conn.transaction():
                 self._flush_events(self.events)
         return False
+
+    def end(self, exc: BaseException) -> None:
+        """End a unit opened by ``Database.begin`` without running work in it: roll back,
+        keep the audit events of a domain error (a denial), return the connection."""
+        self.ending.__exit__(type(exc), exc, exc.__traceback__)
 
     def set_actor(self, actor) -> None:
         """Record the actor for this transaction, in PostgreSQL too (SET LOCAL semantics): the

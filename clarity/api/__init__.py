@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from clarity import errors
+from clarity.api import access, body
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -41,14 +42,19 @@ def init_app(app) -> None:
     )
     if settings.proxy_count:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count)
+    app.json = body.JSONProvider(app)
     api = Api(app)
     for module in (auth, users, patients, emergency_access, audit_events,
                    biometrics, alerts, appointments, records, digital_twins):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
     _cache_openapi_document(app)
-    app.before_request(_start_request)
+    # Order matters: the request id, then the token and role (access), then the media type.
+    app.before_request(_assign_request_id)
+    app.before_request(access.authenticate_request)
+    app.before_request(_require_json_body)
     app.after_request(_finish_response)
+    app.teardown_request(access.end_unopened_unit)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(errors.ClarityError, _clarity_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -64,9 +70,12 @@ def _cache_openapi_document(app) -> None:
     app.extensions["clarity"].cache = cache
 
 
-def _start_request():
+def _assign_request_id():
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def _require_json_body():
     if request.method in _BODY_METHODS and request.path.startswith("/api/"):
         has_body = request.content_length or request.headers.get("Transfer-Encoding")
         if (has_body or request.mimetype) and not request.is_json:

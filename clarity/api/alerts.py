@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from flask import request
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, fields, validate
 
-from clarity.api.common import cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.api.access import roles
+from clarity.api.common import Blueprint, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.security.access import ADMIN, PHI_ROLES
 from clarity.services import alerts
 from clarity.services.alerts import SEVERITIES, STATUSES
 from clarity.services.biometrics import KINDS
@@ -115,6 +116,7 @@ def _put_rule(patient_id, kind, body):
 
 @blp.route("/patients/<uuid:patient_id>/alert-rules", methods=["GET"])
 @blp.response(200, EffectiveAlertRuleSchema(many=True))
+@roles(*PHI_ROLES)
 def list_patient_rules(patient_id):
     """The patient's effective rule per kind: their override (``override: true``, with the
     global ``default`` it beats) or the global default."""
@@ -125,6 +127,7 @@ def list_patient_rules(patient_id):
 @blp.arguments(AlertRuleBodySchema)
 @blp.response(200, AlertRuleSchema)
 @blp.alt_response(201, schema=AlertRuleSchema, description="Created")
+@roles(*PHI_ROLES)
 def put_patient_rule(body, patient_id, kind):
     """Create (201, no If-Match) or replace (200, If-Match required: 428 without, 412 when stale)
     the patient's override for a kind. The patient's provider or an admin."""
@@ -133,6 +136,7 @@ def put_patient_rule(body, patient_id, kind):
 
 @blp.route(f"/patients/<uuid:patient_id>/alert-rules/{KIND}", methods=["DELETE"])
 @blp.response(204)
+@roles(*PHI_ROLES)
 def delete_patient_rule(patient_id, kind):
     """Delete the patient's override (If-Match required); the global default applies again."""
     version = if_match_version()
@@ -141,6 +145,7 @@ def delete_patient_rule(patient_id, kind):
 
 @blp.route("/alert-rules", methods=["GET"])
 @blp.response(200, AlertRuleSchema(many=True))
+@roles(*PHI_ROLES)
 def list_global_rules():
     """The global default rules."""
     return run(lambda uow, actor: alerts.list_global_alert_rules(uow, actor))
@@ -150,6 +155,7 @@ def list_global_rules():
 @blp.arguments(AlertRuleBodySchema)
 @blp.response(200, AlertRuleSchema)
 @blp.alt_response(201, schema=AlertRuleSchema, description="Created")
+@roles(ADMIN)
 def put_global_rule(body, kind):
     """Create or replace the global default for a kind (admins; If-Match when replacing)."""
     return _put_rule(None, kind, body)
@@ -161,6 +167,7 @@ def put_global_rule(body, kind):
 @blp.route("/patients/<uuid:patient_id>/alerts", methods=["GET"])
 @blp.arguments(AlertListArgs, location="query", unknown=RAISE)
 @blp.response(200, AlertSchema(many=True))
+@roles(*PHI_ROLES)
 def list_patient_alerts(args, patient_id):
     """The patient's alerts, newest reading first, optionally of one ``status``; the next page
     is in the ``Link`` header."""
@@ -172,6 +179,7 @@ def list_patient_alerts(args, patient_id):
 @blp.route("/alerts", methods=["GET"])
 @blp.arguments(AlertListArgs, location="query", unknown=RAISE)
 @blp.response(200, AlertSchema(many=True))
+@roles(*PHI_ROLES)
 def list_alerts(args):
     """The alerts of all your patients (admins: everyone's), newest reading first, optionally of
     one ``status`` (``?status=open`` for the worklist); the next page is in the ``Link`` header."""
@@ -182,6 +190,7 @@ def list_alerts(args):
 
 @blp.route("/alerts/<uuid:alert_id>", methods=["GET"])
 @blp.response(200, AlertSchema)
+@roles(*PHI_ROLES)
 def get_alert(alert_id):
     """One alert, with its ``ETag``."""
     alert = run(lambda uow, actor: alerts.get_alert(uow, actor, alert_id))
@@ -191,6 +200,7 @@ def get_alert(alert_id):
 @blp.route("/alerts/<uuid:alert_id>", methods=["PATCH"])
 @blp.arguments(AlertStatusSchema)
 @blp.response(200, AlertSchema)
+@roles(*PHI_ROLES)
 def change_alert_status(body, alert_id):
     """Acknowledge or resolve an alert (If-Match required: 428 without, 412 when stale); who and
     when are recorded. open → acknowledged → resolved, or open → resolved; any other change is

@@ -10,10 +10,11 @@ import datetime as dt
 from urllib.parse import urlencode
 
 from flask import request
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from clarity.api.common import cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.api.access import roles
+from clarity.api.common import Blueprint, cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.security.access import PHI_ROLES
 from clarity.services import appointments
 
 blp = Blueprint("appointments", __name__, url_prefix="/api/v1", description="Appointments and schedules")
@@ -96,6 +97,7 @@ def _location(appointment) -> dict:
 @blp.route("/patients/<uuid:patient_id>/appointments", methods=["POST"])
 @blp.arguments(AppointmentCreateSchema)
 @blp.response(201, AppointmentSchema)
+@roles(*PHI_ROLES)
 def book_appointment(body, patient_id):
     """Book the patient. 409 naming ``starts_at`` when the provider already has an appointment
     overlapping [starts_at, ends_at) (back to back is fine); 422 for a time without offset, in
@@ -107,6 +109,7 @@ def book_appointment(body, patient_id):
 @blp.route("/patients/<uuid:patient_id>/appointments", methods=["GET"])
 @blp.arguments(PatientAppointmentArgs, location="query", unknown=RAISE)
 @blp.response(200, AppointmentSchema(many=True))
+@roles(*PHI_ROLES)
 def list_patient_appointments(args, patient_id):
     """The patient's appointments overlapping [from, to) (both optional), by start time; the
     next page is in the ``Link`` header."""
@@ -119,6 +122,7 @@ def list_patient_appointments(args, patient_id):
 @blp.route("/appointments", methods=["GET"])
 @blp.arguments(ScheduleArgs, location="query", unknown=RAISE)
 @blp.response(200, AppointmentSchema(many=True))
+@roles(*PHI_ROLES)
 def list_schedule(args):
     """Your schedule (an admin: everyone's, or ``provider_id``'s): appointments overlapping
     [from, to), by start time. The window defaults to the next 7 days and spans at most 31
@@ -132,6 +136,7 @@ def list_schedule(args):
 
 @blp.route("/appointments/<uuid:appointment_id>", methods=["GET"])
 @blp.response(200, AppointmentSchema)
+@roles(*PHI_ROLES)
 def get_appointment(appointment_id):
     """One appointment; 404 when it does not exist or is not yours."""
     appointment = run(lambda uow, actor: appointments.get_appointment(uow, actor, appointment_id))
@@ -141,6 +146,7 @@ def get_appointment(appointment_id):
 @blp.route("/appointments/<uuid:appointment_id>", methods=["PATCH"])
 @blp.arguments(AppointmentUpdateSchema)
 @blp.response(200, AppointmentSchema)
+@roles(*PHI_ROLES)
 def update_appointment(body, appointment_id):
     """Reschedule (``starts_at`` and/or ``ends_at``; 409 naming ``starts_at`` when the provider
     is busy then) or set ``status`` to ``cancelled`` (frees the slot) or ``completed`` (once

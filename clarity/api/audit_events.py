@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, fields, validate
 
-from clarity.api.common import cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.api.access import roles
+from clarity.api.common import Blueprint, cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.security.access import ADMIN, AUDITOR
 from clarity.services import audit_events
 
 blp = Blueprint("audit_events", __name__, url_prefix="/api/v1/audit-events",
@@ -50,6 +51,7 @@ class AuditEventSchema(Schema):
 # Unknown parameters are refused: a misspelled filter must not silently return the whole trail.
 @blp.arguments(AuditEventListArgs, location="query", unknown=RAISE)
 @blp.response(200, AuditEventSchema(many=True))
+@roles(ADMIN, AUDITOR)
 def list_audit_events(args):
     """Audit events, newest first (by time, then id), filtered by ``patient_id``, ``actor_id``,
     ``action`` (C, R, U, D, E) and the time range ``from`` (inclusive) – ``to`` (exclusive);

@@ -8,10 +8,11 @@ import math
 import re
 
 from flask import request
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, fields, validate
 
-from clarity.api.common import cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.api.access import roles
+from clarity.api.common import Blueprint, cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.security.access import PHI_ROLES
 from clarity.errors import Invalid
 from clarity.services import biometrics
 from clarity.services.biometrics import BUCKETS, KINDS, MAX_BATCH, Reading
@@ -152,6 +153,7 @@ def _reading_key(text: str) -> tuple[str, str]:
     BiometricReadingSchema,
     {"type": "array", "items": BiometricReadingSchema, "minItems": 1, "maxItems": MAX_BATCH}]}}}})
 @blp.response(201, BiometricIngestResultSchema)
+@roles(*PHI_ROLES)
 def ingest(patient_id):
     """Store one reading or a batch of up to 10,000, all or nothing (422 naming the first bad
     reading's index and field, e.g. ``[3].value``). A reading already stored (same kind,
@@ -165,6 +167,7 @@ def ingest(patient_id):
 @blp.route("/patients/<uuid:patient_id>/biometrics", methods=["GET"])
 @blp.arguments(ReadingListArgs, location="query", unknown=RAISE)
 @blp.response(200, BiometricReadingSchema(many=True))
+@roles(*PHI_ROLES)
 def list_readings(args, patient_id):
     """The patient's readings, newest first, filtered by ``kind`` and ``from`` (inclusive) –
     ``to`` (exclusive); the next (older) page is in the ``Link`` header."""
@@ -179,6 +182,7 @@ def list_readings(args, patient_id):
 @blp.route("/patients/<uuid:patient_id>/biometrics/summary", methods=["GET"])
 @blp.arguments(SummaryArgs, location="query", unknown=RAISE)
 @blp.response(200, BiometricSummarySchema)
+@roles(*PHI_ROLES)
 def summary(args, patient_id):
     """count, min, max and avg per kind and UTC ``bucket`` (``hour`` or ``day``, the default)
     over [``from``, ``to``): ``to`` defaults to now, ``from`` to a day (hours) or 30 days (days)
@@ -192,6 +196,7 @@ def summary(args, patient_id):
 
 @blp.route("/patients/<uuid:patient_id>/biometrics/latest", methods=["GET"])
 @blp.response(200, BiometricReadingSchema(many=True))
+@roles(*PHI_ROLES)
 def latest(patient_id):
     """The patient's latest reading of each kind they have readings of."""
     return run(lambda uow, actor: biometrics.latest_readings(uow, actor, patient_id))

@@ -1,4 +1,4 @@
-"""What every resource shares: safe text fields, ETags, cursors, and running a unit of work."""
+"""What every resource shares: the blueprint, safe text fields, ETags, cursors, and running a unit of work."""
 from __future__ import annotations
 
 import base64
@@ -8,15 +8,24 @@ import re
 import uuid
 from urllib.parse import urlencode
 
+import flask_smorest
 from flask import current_app, g, request
 from marshmallow import ValidationError, fields, validate
 
+from clarity.api import body
+from clarity.api.access import bearer_token
 from clarity.errors import BadRequest, PreconditionFailed, PreconditionRequired
 from clarity.services import auth
 
 MAX_LIMIT = 200
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ETAG = re.compile(r'^"(\d{1,9})"$')
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint, reading JSON bodies with the safe loader (clarity.api.body)."""
+
+    ARGUMENTS_PARSER = body.Parser()
 
 
 def _length(min_length, max_length):
@@ -94,11 +103,6 @@ def if_match_version() -> int:
     return int(match.group(1))
 
 
-def bearer_token() -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def clarity():
     return current_app.extensions["clarity"]
 
@@ -106,12 +110,16 @@ def clarity():
 def run(work, *, authenticated: bool = True):
     """Run ``work(uow, actor)`` in this request's unit of work and return its result.
 
-    With ``authenticated`` the bearer token is checked first, in the same transaction.
+    On an authenticated route the unit was opened, and the bearer token checked in it, before
+    the view read the request (access.authenticate_request); a retried unit checks the token
+    again. ``authenticated=False`` is for public routes: no token, actor None.
     """
     app = clarity()
 
     def call(uow):
-        actor = auth.authenticate(uow, bearer_token(), settings=app.settings) if authenticated else None
-        return work(uow, actor)
+        if uow.actor is None and authenticated:
+            auth.authenticate(uow, bearer_token(), settings=app.settings)
+        return work(uow, uow.actor)
 
-    return app.db.run(call, request_id=g.request_id, client_addr=request.remote_addr)
+    return app.db.run(call, opened=g.pop("unit", None),
+                      request_id=g.request_id, client_addr=request.remote_addr)

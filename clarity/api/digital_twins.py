@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 
 from flask import request
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from clarity.api.common import cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.api.access import roles
+from clarity.api.common import Blueprint, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.security.access import PHI_ROLES
 from clarity.errors import BadRequest
 from clarity.services import digital_twins
 
@@ -97,6 +98,7 @@ def _preconditions() -> tuple[int | None, bool]:
 @blp.arguments(TwinConfigSchema)
 @blp.response(200, TwinSchema)
 @blp.alt_response(201, schema=TwinSchema, description="The first version was created.")
+@roles(*PHI_ROLES)
 def put_twin(config, patient_id):
     """Write a new version of the patient's digital twin (old versions are kept). The first
     needs no If-Match; later ones need the current ETag: 428 without, 412 when stale."""
@@ -111,6 +113,7 @@ def put_twin(config, patient_id):
 
 @blp.route("/patients/<uuid:patient_id>/digital-twin", methods=["GET"])
 @blp.response(200, TwinSchema)
+@roles(*PHI_ROLES)
 def get_twin(patient_id):
     """The current configuration, its version in the ETag; 404 when there is none yet."""
     twin = run(lambda uow, actor: digital_twins.get_twin(uow, actor, patient_id))
@@ -120,6 +123,7 @@ def get_twin(patient_id):
 @blp.route("/patients/<uuid:patient_id>/digital-twin/versions", methods=["GET"])
 @blp.arguments(TwinVersionArgs, location="query", unknown=RAISE)
 @blp.response(200, TwinSchema(many=True))
+@roles(*PHI_ROLES)
 def list_versions(args, patient_id):
     """Every version, newest first; the next page is in the ``Link`` header."""
     after = decode_cursor(args["cursor"], id_type=int)

@@ -1,10 +1,11 @@
 """Emergency access (break-glass): grants by providers, the list for admins."""
 from __future__ import annotations
 
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, fields
 
-from clarity.api.common import Text, clarity, cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.api.access import roles
+from clarity.api.common import Blueprint, Text, clarity, cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.security.access import ADMIN, PROVIDER
 from clarity.services import emergency_access
 
 blp = Blueprint("emergency_access", __name__, url_prefix="/api/v1", description="Emergency access (break-glass)")
@@ -33,6 +34,7 @@ class GrantListArgs(Schema):
 @blp.route("/patients/<uuid:patient_id>/emergency-access", methods=["POST"])
 @blp.arguments(GrantRequestSchema)
 @blp.response(201, GrantSchema)
+@roles(PROVIDER)
 def grant(body, patient_id):
     """Open a patient who is not yours, for a limited time (providers; audited as a security
     alert). Reads and updates, not deletes; lists and searches stay your own patients."""
@@ -44,6 +46,7 @@ def grant(body, patient_id):
 @blp.route("/emergency-access", methods=["GET"])
 @blp.arguments(GrantListArgs, location="query", unknown=RAISE)
 @blp.response(200, GrantSchema(many=True))
+@roles(ADMIN)
 def list_grants(args):
     """Every grant, newest first (admins); next page in the Link header."""
     page = run(lambda uow, actor: emergency_access.list_emergency_access(

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from clarity.api.common import Text, cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.api.access import roles
+from clarity.api.common import Blueprint, Text, cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.security.access import PHI_ROLES
 from clarity.services import patients
 from clarity.services.biometrics import KINDS
 
@@ -142,6 +143,7 @@ def to_view(patient) -> dict:
 @blp.route("", methods=["POST"])
 @blp.arguments(PatientCreateSchema)
 @blp.response(201, PatientSchema)
+@roles(*PHI_ROLES)
 def create_patient(body):
     """Register a patient. 409 naming ``mrn`` when the MRN is already registered."""
     provider_id = body.pop("provider_id")
@@ -154,6 +156,7 @@ def create_patient(body):
 @blp.route("", methods=["GET"])
 @blp.arguments(PatientListArgs, location="query", unknown=RAISE)
 @blp.response(200, PatientSchema(many=True))
+@roles(*PHI_ROLES)
 def list_patients(args):
     """The actor's patients, oldest first, filtered by status and date of birth range; the
     next page is in the ``Link`` header. Searches by MRN, email or name: POST /search."""
@@ -166,6 +169,7 @@ def list_patients(args):
 @blp.route("/search", methods=["POST"])
 @blp.arguments(PatientSearchSchema)
 @blp.response(200, PatientPageSchema)
+@roles(*PHI_ROLES)
 def search_patients(body):
     """Find the actor's patients by MRN, email and/or last name (case- and accent-insensitive).
     The criteria travel in the body because PHI never goes into a URL."""
@@ -178,6 +182,7 @@ def search_patients(body):
 
 @blp.route("/<uuid:patient_id>", methods=["GET"])
 @blp.response(200, PatientSchema)
+@roles(*PHI_ROLES)
 def get_patient(patient_id):
     """One patient; 404 when it does not exist or is not yours."""
     patient = run(lambda uow, actor: patients.get_patient(uow, actor, patient_id))
@@ -186,6 +191,7 @@ def get_patient(patient_id):
 
 @blp.route("/<uuid:patient_id>/overview", methods=["GET"])
 @blp.response(200, PatientOverviewSchema)
+@roles(*PHI_ROLES)
 def get_overview(patient_id):
     """The patient with the latest reading per kind, open alerts, the next appointment and the
     digital twin's current version, read in one SQL statement."""
@@ -196,6 +202,7 @@ def get_overview(patient_id):
 @blp.route("/<uuid:patient_id>", methods=["PATCH"])
 @blp.arguments(PatientUpdateSchema)
 @blp.response(200, PatientSchema)
+@roles(*PHI_ROLES)
 def update_patient(body, patient_id):
     """Change some fields (If-Match required: 428 without, 412 when stale). ``null`` clears an
     optional field."""
@@ -206,6 +213,7 @@ def update_patient(body, patient_id):
 
 @blp.route("/<uuid:patient_id>", methods=["DELETE"])
 @blp.response(204)
+@roles(*PHI_ROLES)
 def delete_patient(patient_id):
     """Delete a patient (If-Match required). The record is kept for the audit trail; reads
     answer 404 afterwards."""

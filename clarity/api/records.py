@@ -10,10 +10,11 @@ import dataclasses
 import datetime as dt
 import math
 
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
-from clarity.api.common import Text, cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.api.access import roles
+from clarity.api.common import Blueprint, Text, cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.security.access import PHI_ROLES
 from clarity.services import records
 
 blp = Blueprint("records", __name__, url_prefix="/api/v1",
@@ -135,6 +136,7 @@ class RecordListArgs(Schema):
 @blp.route("/patients/<uuid:patient_id>/records", methods=["POST"])
 @blp.arguments(RecordCreateSchema)
 @blp.response(201, RecordSchema)
+@roles(*PHI_ROLES)
 def create_record(body, patient_id):
     """Add a record to a patient (admins, and providers who see the patient); you are its
     author. To correct a record, add one with ``amends_id``: 422 when that record belongs to
@@ -148,6 +150,7 @@ def create_record(body, patient_id):
 @blp.route("/patients/<uuid:patient_id>/records", methods=["GET"])
 @blp.arguments(RecordListArgs, location="query", unknown=RAISE)
 @blp.response(200, RecordSchema(many=True))
+@roles(*PHI_ROLES)
 def list_records(args, patient_id):
     """A patient's records, newest recorded first, each saying whether it was superseded;
     the next page is in the ``Link`` header."""
@@ -159,6 +162,7 @@ def list_records(args, patient_id):
 
 @blp.route("/records/<uuid:record_id>", methods=["GET"])
 @blp.response(200, RecordWithChainSchema)
+@roles(*PHI_ROLES)
 def get_record(record_id):
     """One record with its amendment chain; 404 when it does not exist or is not your patient's."""
     chain = run(lambda uow, actor: records.get_record(uow, actor, record_id))

@@ -1,11 +1,11 @@
 """Staff users: /api/v1/users (admin) and /api/v1/users/me."""
 from __future__ import annotations
 
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from clarity.api.common import Text, clarity, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
-from clarity.security.access import ROLES
+from clarity.api.access import roles
+from clarity.api.common import Blueprint, Text, clarity, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.security.access import ADMIN, ROLES
 from clarity.services import auth, users
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1/users", description="Staff users")
@@ -73,6 +73,7 @@ def change_my_password(body):
 @blp.route("", methods=["GET"])
 @blp.arguments(UserListArgs, location="query", unknown=RAISE)
 @blp.response(200, UserSchema(many=True))
+@roles(ADMIN)
 def list_users(args):
     """All staff users, in creation order (admin only); next page in the Link header."""
     page = run(lambda uow, actor: users.list_users(uow, actor, after=decode_cursor(args["cursor"]),
@@ -86,6 +87,7 @@ def list_users(args):
 @blp.route("", methods=["POST"])
 @blp.arguments(UserCreateSchema)
 @blp.response(201, UserSchema)
+@roles(ADMIN)
 def create_user(body):
     """Create a staff user (admin only). 409 when the email is taken."""
     user = run(lambda uow, actor: users.create_user(uow, actor, passwords=clarity().passwords, **body))
@@ -95,6 +97,7 @@ def create_user(body):
 @blp.route("/<uuid:user_id>", methods=["PATCH"])
 @blp.arguments(UserUpdateSchema)
 @blp.response(200, UserSchema)
+@roles(ADMIN)
 def update_user(body, user_id):
     """Change a user's name, role or password, or disable them (admin only; If-Match).
 

@@ -471,8 +471,13 @@ def test_auditors_get_403_on_appointment_routes_and_the_denials_are_audited(clie
     assert [r.status_code for r in responses] == [403] * 5
     denied = conn.execute("SELECT event_type, patient_id::text FROM audit_events WHERE actor_id = %s AND outcome = 'denied'"
                           " ORDER BY id", (auditor.id,)).fetchall()
-    assert denied == [("appointment.create", patient["id"]), ("appointment.list", patient["id"]),
-                      ("appointment.schedule", None), ("appointment.read", None), ("appointment.update", None)]
+    assert denied == [("access.denied", patient["id"]), ("access.denied", patient["id"]),
+                      ("access.denied", None), ("access.denied", None), ("access.denied", None)]
+    entities = conn.execute("SELECT action, entity_type, entity_id::text FROM audit_events WHERE actor_id = %s "
+                            "ORDER BY id", (auditor.id,)).fetchall()
+    assert entities == [("C", "appointments", patient["id"]), ("R", "appointments", patient["id"]),
+                        ("R", "appointments", None), ("R", "appointments", appointment["id"]),
+                        ("U", "appointments", appointment["id"])]
 
 
 def test_every_access_is_audited_with_the_patient_and_field_names_only(client, conn, provider, patient):

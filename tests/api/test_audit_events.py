@@ -91,9 +91,9 @@ def test_a_provider_gets_403_and_the_attempt_is_audited_as_denied(client, conn, 
     response = client.get(f"{URL}?patient_id={patient['id']}", headers=provider.headers)
 
     assert response.status_code == 403
-    row = conn.execute("SELECT outcome, fields FROM audit_events WHERE event_type = 'audit.read' "
+    row = conn.execute("SELECT outcome, action, entity_type FROM audit_events WHERE event_type = 'access.denied' "
                        "AND actor_id = %s", (provider.id,)).fetchone()
-    assert row == ("denied", ["patient_id"])
+    assert row == ("denied", "R", "audit_events")
 
 
 def test_reading_the_trail_is_itself_audited_with_the_filter_names(client, conn, auditor, patient):

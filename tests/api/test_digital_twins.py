@@ -156,11 +156,11 @@ def test_reads_and_writes_are_audited_with_field_names_and_denials_too(client, c
     auditor = make_staff("auditor")
     client.get(twin_url(patient["id"]), headers=auditor.headers)
     rows = conn.execute("SELECT actor_id, action, event_type, outcome, patient_id, fields FROM audit_events "
-                        "WHERE entity_type = 'digital_twin' AND actor_id IN (%s, %s) ORDER BY id",
+                        "WHERE entity_type IN ('digital_twin', 'digital_twins') AND actor_id IN (%s, %s) ORDER BY id",
                         (provider.id, auditor.id)).fetchall()
     assert [(a, e, o) for _, a, e, o, *_ in rows] == [("C", "digital_twin.create", "success"),
                                                       ("R", "digital_twin.read", "success"),
-                                                      ("R", "digital_twin.read", "denied")]
+                                                      ("R", "access.denied", "denied")]
     assert all(str(r[4]) == patient["id"] for r in rows)
     assert sorted(rows[0][5]) == ["enabled_signals", "model", "parameters"]
     assert "cardio-risk" not in str(rows)

@@ -67,6 +67,6 @@ def test_the_overview_is_scoped_and_audited(client, conn, make_staff, charted):
     other, auditor = make_staff("provider"), make_staff("auditor")
     assert client.get(f"{URL}/{charted['id']}/overview", headers=other.headers).status_code == 404
     assert client.get(f"{URL}/{charted['id']}/overview", headers=auditor.headers).status_code == 403
-    outcomes = conn.execute("SELECT outcome FROM audit_events WHERE event_type = 'patient.overview' AND patient_id = %s"
-                            " ORDER BY id", (charted["id"],)).fetchall()
-    assert [o[0] for o in outcomes] == ["denied", "denied"]
+    outcomes = conn.execute("SELECT event_type, outcome FROM audit_events WHERE actor_id IN (%s, %s) "
+                            "AND patient_id = %s ORDER BY id", (other.id, auditor.id, charted["id"])).fetchall()
+    assert outcomes == [("patient.overview", "denied"), ("access.denied", "denied")]

@@ -75,7 +75,7 @@ def test_auditor_gets_403_on_phi_routes_and_the_denial_is_audited(client, conn, 
     assert client.post(URL, json=patient_body(), headers=auditor.headers).status_code == 403
     denied = conn.execute("SELECT event_type, patient_id FROM audit_events WHERE actor_id = %s AND outcome = 'denied'",
                           (auditor.id,)).fetchall()
-    assert ("patient.read", patient["id"]) in [(e, str(p) if p else None) for e, p in denied]
+    assert ("access.denied", patient["id"]) in [(e, str(p) if p else None) for e, p in denied]
     assert len(denied) == 4
 
 

@@ -260,7 +260,7 @@ def test_another_providers_patients_records_are_404_and_an_auditor_gets_403(clie
                            headers=staff.headers).status_code == status
     assert get(client, stranger, uuid.uuid4()).status_code == 404
     denied = conn.execute("SELECT actor_id, event_type FROM audit_events WHERE outcome = 'denied' "
-                          "AND entity_type = 'medical_record' AND actor_id IN (%s, %s)",
+                          "AND entity_type IN ('medical_record', 'records') AND actor_id IN (%s, %s)",
                           (stranger.id, auditor.id)).fetchall()
     assert len(denied) == 7
     assert len(client.get(records_url(patient["id"]), headers=provider.headers).get_json()) == 1
