@@ -5,14 +5,16 @@ migration, changed by admins) and, per patient, an override (managed by the pati
 or an admin) that beats the default. Ingesting readings raises an alert for each stored reading
 outside its effective rule (clarity.services.biometrics.ingest_readings). Alerts move
 open -> acknowledged -> resolved (or open -> resolved); anything else is a 409 Conflict.
-Every access is audited before the role and scope checks, so denials leave a trace too."""
+Every access is audited before the role and scope checks, so denials leave a trace too; an
+access only an emergency-access grant allows is audited as such (services.patients.mark_emergency),
+and a grant shows a patient's rules without letting the holder change them."""
 from __future__ import annotations
 
 from clarity.audit import CREATE, DELETE, READ, UPDATE, AuditEvent
 from clarity.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed, PreconditionRequired
 from clarity.security.access import ADMIN, PHI_ROLES, Actor, require_role
 from clarity.services.biometrics import KINDS
-from clarity.services.patients import require_patient
+from clarity.services.patients import mark_emergency, require_patient
 
 RULE, ALERT = "alert_rule", "alert"
 SEVERITIES = ("low", "medium", "high")
@@ -45,7 +47,7 @@ def put_alert_rule(uow, actor: Actor, patient_id, kind: str, version: int | None
     or when another request created the rule meanwhile). Returns ``(rule, created)``."""
     event = AuditEvent(UPDATE, "alert_rule.update", RULE, patient_id=patient_id, fields=RULE_FIELDS)
     uow.audit(event)
-    _may_manage_rules(uow, actor, patient_id)
+    _may_manage_rules(uow, actor, patient_id, event)
     _check_rule(kind, min_value, max_value, severity)
     current = uow.alerts.get_rule(patient_id, kind)
     if current is None:
@@ -73,7 +75,7 @@ def delete_alert_rule(uow, actor: Actor, patient_id, kind: str, version: int) ->
     """Delete the patient's override for ``kind``: the global default applies again."""
     event = AuditEvent(DELETE, "alert_rule.delete", RULE, patient_id=patient_id, fields=RULE_FIELDS)
     uow.audit(event)
-    _may_manage_rules(uow, actor, patient_id)
+    _may_manage_rules(uow, actor, patient_id, event)
     current = uow.alerts.get_rule(patient_id, kind) if kind in KINDS else None
     if current is None:
         raise NotFound("This patient has no rule of their own for this kind.")
@@ -96,7 +98,8 @@ def list_patient_alerts(uow, actor: Actor, patient_id, *, status=None, after=Non
 def list_alerts(uow, actor: Actor, *, status=None, after=None, limit: int = 50):
     """A keyset page of the alerts of every patient the actor may see (admins: all), newest
     reading first: ``(alerts, next_after)``. Audited as the query, then once per patient on the
-    page with the kinds of their alerts."""
+    page with the kinds of their alerts (as an emergency access for a patient only a grant
+    opens: a provider's page is checked patient by patient)."""
     uow.audit(AuditEvent(READ, "alert.list", ALERT, fields=("status",) if status else ()))
     require_role(actor, *PHI_ROLES)
     rows = uow.alerts.list(actor, status=status, after=after, limit=limit + 1)
@@ -105,18 +108,19 @@ def list_alerts(uow, actor: Actor, *, status=None, after=None, limit: int = 50):
     for alert in page:
         kinds.setdefault(alert.patient_id, set()).add(alert.kind)
     for patient_id, touched in kinds.items():
-        uow.audit(AuditEvent(READ, "alert.list", ALERT, patient_id=patient_id, fields=tuple(sorted(touched))))
+        event = AuditEvent(READ, "alert.list", ALERT, patient_id=patient_id, fields=tuple(sorted(touched)))
+        uow.audit(event)
+        if not actor.is_admin:  # an admin's access is never an emergency one: no lookup
+            require_patient(uow, actor, patient_id, event)
     return page, _next_after(rows, page, limit)
 
 
 def get_alert(uow, actor: Actor, alert_id):
+    """The alert, or NotFound when it does not exist or the actor may not see its patient."""
     event = AuditEvent(READ, "alert.read", ALERT, alert_id)
     uow.audit(event)
-    require_role(actor, *PHI_ROLES)
-    alert = uow.alerts.get(alert_id, actor)
-    if alert is None:
-        raise NotFound("No such alert.")
-    event.patient_id, event.fields = alert.patient_id, (alert.kind,)
+    alert = _visible(uow, actor, alert_id, event)
+    event.fields = (alert.kind,)
     return alert
 
 
@@ -125,11 +129,7 @@ def change_alert_status(uow, actor: Actor, alert_id, version: int, status: str):
     PreconditionFailed (stale), Conflict (a transition the status does not allow)."""
     event = AuditEvent(UPDATE, "alert.update", ALERT, alert_id, fields=("status",))
     uow.audit(event)
-    require_role(actor, *PHI_ROLES)
-    alert = uow.alerts.get(alert_id, actor)
-    if alert is None:
-        raise NotFound("No such alert.")
-    event.patient_id = alert.patient_id
+    alert = _visible(uow, actor, alert_id, event)
     if alert.version != version:
         raise PreconditionFailed(STALE_ALERT)
     if status not in TRANSITIONS[alert.status]:
@@ -140,14 +140,27 @@ def change_alert_status(uow, actor: Actor, alert_id, version: int, status: str):
     return updated
 
 
-def _may_manage_rules(uow, actor: Actor, patient_id) -> None:
+def _visible(uow, actor: Actor, alert_id, event):
+    """The alert if the actor may see its patient (NotFound otherwise), ``event`` given its
+    patient and audited as require_patient audits the patient's data."""
+    require_role(actor, *PHI_ROLES)
+    alert = uow.alerts.get(alert_id, actor)
+    if alert is None:
+        raise NotFound("No such alert.")
+    event.patient_id = alert.patient_id
+    require_patient(uow, actor, alert.patient_id, event)
+    return alert
+
+
+def _may_manage_rules(uow, actor: Actor, patient_id, event) -> None:
     """Global defaults: admins. A patient's rules: an admin or the patient's own provider (an
-    emergency-access grant shows them, it does not make them yours to change)."""
+    emergency-access grant shows them, it does not make them yours to change: ``event`` then
+    records a denied emergency attempt)."""
     if patient_id is None:
         require_role(actor, ADMIN)
         return
     access = require_patient(uow, actor, patient_id)
-    if not actor.is_admin and access["provider_id"] != actor.id:
+    if mark_emergency(event, actor, access["provider_id"]):
         raise Forbidden("Only the patient's provider or an admin may change their alert rules.")
 
 

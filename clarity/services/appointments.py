@@ -11,7 +11,7 @@ import datetime as dt
 from clarity.audit import CREATE, READ, UPDATE, AuditEvent
 from clarity.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from clarity.security.access import PHI_ROLES, PROVIDER, Actor, require_role
-from clarity.services.patients import require_patient
+from clarity.services.patients import require_patient, via_emergency_grant
 
 ENTITY = "appointment"
 SCHEDULED, CANCELLED, COMPLETED = "scheduled", "cancelled", "completed"
@@ -89,7 +89,7 @@ def get_appointment(uow, actor: Actor, appointment_id):
     event = AuditEvent(READ, "appointment.read", ENTITY, appointment_id)
     uow.audit(event)
     require_role(actor, *PHI_ROLES)
-    return _visible(uow, actor, appointment_id, event, "appointment.emergency_read")
+    return _visible(uow, actor, appointment_id, event)
 
 
 def update_appointment(uow, actor: Actor, appointment_id, version: int, changes: dict):
@@ -103,7 +103,7 @@ def update_appointment(uow, actor: Actor, appointment_id, version: int, changes:
     event = AuditEvent(UPDATE, "appointment.update", ENTITY, appointment_id, fields=tuple(changes))
     uow.audit(event)
     require_role(actor, *PHI_ROLES)
-    current = _visible(uow, actor, appointment_id, event, "appointment.emergency_update")
+    current = _visible(uow, actor, appointment_id, event)
     if current.version != version:
         raise PreconditionFailed(STALE)
     if current.status != SCHEDULED:
@@ -123,13 +123,16 @@ def update_appointment(uow, actor: Actor, appointment_id, version: int, changes:
     return updated
 
 
-def _visible(uow, actor, appointment_id, event, emergency_event_type):
+def _visible(uow, actor, appointment_id, event):
+    """The appointment if the actor may see it (NotFound otherwise), ``event`` given its
+    patient. The provider seeing the patient in it reaches it as theirs; anyone else reaches
+    it through its patient, audited as require_patient audits the patient's data."""
     appointment = uow.appointments.get(appointment_id, actor)
     if appointment is None:
         raise NotFound("No such appointment.")
     event.patient_id = appointment.patient_id
-    if appointment.via_emergency_access:
-        event.event_type = emergency_event_type
+    if via_emergency_grant(actor, appointment.provider_id):
+        require_patient(uow, actor, appointment.patient_id, event)
     return appointment
 
 

@@ -90,8 +90,8 @@ def list_patients(uow, actor: Actor, *, status=None, born_from: dt.date | None =
 
 
 def require_patient(uow, actor: Actor, patient_id, event: AuditEvent | None = None) -> dict:
-    """For a patient's sub-resources: the actor must hold a PHI role (Forbidden) and see the
-    live patient (NotFound otherwise; out of scope is indistinguishable from absent).
+    """For a patient's data: the actor must hold a PHI role (Forbidden) and see the live
+    patient (NotFound otherwise; out of scope is indistinguishable from absent).
     Returns ``{"id", "provider_id"}``. Audit the access with ``event`` before calling this:
     an access only an emergency-access grant allows is then recorded as such (mark_emergency)."""
     require_role(actor, *PHI_ROLES)
@@ -103,17 +103,27 @@ def require_patient(uow, actor: Actor, patient_id, event: AuditEvent | None = No
     return access
 
 
-def via_emergency_grant(actor: Actor, provider_id) -> bool:
-    """The actor sees a patient of ``provider_id`` only through an emergency-access grant."""
-    return not actor.is_admin and provider_id != actor.id
+def via_emergency_grant(actor: Actor, *provider_ids) -> bool:
+    """The actor reaches the data only through an emergency-access grant: they are not an
+    admin and none of ``provider_ids`` (the patient's provider; for an appointment, also the
+    provider who sees the patient in it)."""
+    return not actor.is_admin and actor.id not in provider_ids
 
 
-def mark_emergency(event: AuditEvent, actor: Actor, provider_id) -> None:
-    """Audit an access only an emergency-access grant allows as such: ``patient.read`` becomes
-    ``patient.emergency_read``."""
-    if via_emergency_grant(actor, provider_id):
-        group, _, action = event.event_type.partition(".")
+def mark_emergency(event: AuditEvent, actor: Actor, *provider_ids) -> bool:
+    """The one way an access only an emergency-access grant allows is audited: when
+    via_emergency_grant, ``patient.read`` becomes ``patient.emergency_read`` (once, however
+    often it is called). Returns whether it is such an access, so a caller can refuse what
+    a grant does not allow (the event then records a denied emergency attempt).
+
+    A caller that already holds the patient's provider (a row read with it) passes it here;
+    one that holds only the patient's id goes through require_patient."""
+    if not via_emergency_grant(actor, *provider_ids):
+        return False
+    group, _, action = event.event_type.partition(".")
+    if not action.startswith("emergency_"):
         event.event_type = f"{group}.emergency_{action}"
+    return True
 
 
 def require_role_audited(uow, actor, event_type, fields):
@@ -148,12 +158,13 @@ def update_patient(uow, actor: Actor, patient_id, version: int, changes: dict):
 
 def delete_patient(uow, actor: Actor, patient_id, version: int) -> None:
     """Soft-delete: the row is kept for the audit trail; reads answer 404 afterwards."""
-    uow.audit(AuditEvent(DELETE, "patient.delete", ENTITY, patient_id, patient_id))
+    event = AuditEvent(DELETE, "patient.delete", ENTITY, patient_id, patient_id)
+    uow.audit(event)
     require_role(actor, *PHI_ROLES)
     current = uow.patients.get(patient_id, actor)
     if current is None:
         raise NotFound("No such patient.")
-    if via_emergency_grant(actor, current.provider_id):
+    if mark_emergency(event, actor, current.provider_id):
         raise Forbidden("Emergency access does not allow deleting a patient.")
     if current.version != version or not uow.patients.delete(patient_id, version, actor):
         raise PreconditionFailed(STALE)

@@ -11,7 +11,7 @@ import datetime as dt
 from clarity.audit import CREATE, READ, AuditEvent
 from clarity.errors import NotFound
 from clarity.security.access import PHI_ROLES, Actor, require_role
-from clarity.services.patients import mark_emergency, require_patient, via_emergency_grant
+from clarity.services.patients import mark_emergency, require_patient
 
 ENTITY = "medical_record"
 
@@ -34,15 +34,16 @@ def list_records(uow, actor: Actor, patient_id, *, type=None, current_only=False
     """A keyset page of the patient's records, newest recorded first: ``(records, next_before)``
     where ``next_before`` is the cursor position of the next page, or None on the last one."""
     filters = {"type": type, "current": current_only or None}
-    uow.audit(AuditEvent(READ, "medical_record.list", ENTITY, patient_id=patient_id,
-                         fields=tuple(name for name, value in filters.items() if value is not None)))
-    access = require_patient(uow, actor, patient_id)
-    event_type = ("medical_record.emergency_read" if via_emergency_grant(actor, access["provider_id"])
-                  else "medical_record.read")
+    event = AuditEvent(READ, "medical_record.list", ENTITY, patient_id=patient_id,
+                       fields=tuple(name for name, value in filters.items() if value is not None))
+    uow.audit(event)
+    access = require_patient(uow, actor, patient_id, event)
     rows = uow.records.list(patient_id, type=type, current_only=current_only, before=before, limit=limit + 1)
     page = rows[:limit]
     for record in page:
-        uow.audit(AuditEvent(READ, event_type, ENTITY, record.id, patient_id, fields=tuple(record.body)))
+        read = AuditEvent(READ, "medical_record.read", ENTITY, record.id, patient_id, fields=tuple(record.body))
+        mark_emergency(read, actor, access["provider_id"])
+        uow.audit(read)
     next_before = (page[-1].recorded_at, page[-1].id) if len(rows) > limit else None
     return page, next_before
 
@@ -60,6 +61,8 @@ def get_record(uow, actor: Actor, record_id):
     event.patient_id, event.fields = chain.record.patient_id, tuple(chain.record.body)
     for version in chain.versions:
         if version is not chain.record:
-            uow.audit(AuditEvent(READ, event.event_type, ENTITY, version.id, version.patient_id,
-                                 fields=tuple(version.body)))
+            read = AuditEvent(READ, "medical_record.read", ENTITY, version.id, version.patient_id,
+                              fields=tuple(version.body))
+            mark_emergency(read, actor, chain.provider_id)
+            uow.audit(read)
     return chain
