@@ -35,6 +35,9 @@ def test_a_grant_lasts_the_configured_time(client, app, provider, stranger_patie
 
 
 def test_an_expired_grant_opens_nothing(client, conn, provider, stranger_patient):
+    # Grants are recorded in their provider's own transaction (row-level security, 0016).
+    conn.execute("SELECT set_config('clarity.actor_id', %s, true), set_config('clarity.actor_role', 'provider', true)",
+                 (str(provider.id),))
     conn.execute("INSERT INTO emergency_access_grants (patient_id, provider_id, reason, reason_key_id, granted_at, expires_at)"
                  " VALUES (%s, %s, '\\x00', 'test1', now() - interval '2 hours', now() - interval '1 hour')",
                  (stranger_patient["id"], provider.id))

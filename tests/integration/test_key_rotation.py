@@ -42,7 +42,8 @@ def seeded(server, fresh_database, keys):
     other = old_db.run(lambda uow: uow.users.add(email="rot2@clarity.test", display_name="R2", role="provider",
                                                  password_hash="x"))
     old_db.run(lambda uow: uow.emergency_access.add(patient_id=ids[0], provider_id=other.id,
-                                                    reason="rotation test reason", minutes=5))
+                                                    reason="rotation test reason", minutes=5),
+               actor=Actor(id=other.id, role="provider"))
     old_db.close()
     new_db = database_for(server, fresh_database, ring("k2", keys["blind"]))
     yield new_db, actor, ids

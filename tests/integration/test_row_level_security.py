@@ -76,3 +76,106 @@ def test_the_app_role_cannot_switch_row_level_security_off(conn):
         conn.execute("ALTER TABLE patients DISABLE ROW LEVEL SECURITY")
     with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
         conn.execute("SET LOCAL row_security = off; SELECT id FROM patients")
+
+
+# The audit trail names patients by id only, never their data (design §5), and is what auditors
+# read: a policy keyed on the patient's visibility would hide it from them.
+NOT_PATIENT_DATA = {"audit_events"}
+EXPECTED_PATIENT_TABLES = {"patients", "emergency_access_grants", "biometric_readings", "alert_rules", "alerts",
+                           "appointments", "medical_records", "digital_twin_versions"}
+
+PATIENT_TABLES = """
+SELECT c.relname, parent.relname AS parent,
+       c.relrowsecurity AND c.relforcerowsecurity AS rls_forced,
+       has_table_privilege('clarity_app', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+       OR has_any_column_privilege('clarity_app', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES') AS app_privileged
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND c.relispartition
+  LEFT JOIN pg_class parent ON parent.oid = i.inhparent
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND c.relkind IN ('r', 'p', 'f', 'm')
+   AND (c.oid = 'patients'::regclass
+        OR EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = c.oid AND a.attname = 'patient_id' AND NOT a.attisdropped)
+        OR EXISTS (SELECT 1 FROM pg_constraint k
+                    WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.confrelid = 'patients'::regclass))
+"""
+
+
+def test_every_table_holding_patient_data_has_row_level_security_enabled_and_forced(conn):
+    tables = {row[0]: row[1:] for row in conn.execute(PATIENT_TABLES)}
+
+    def covered(name):
+        parent, rls_forced, app_privileged = tables[name]
+        # A partition the app role cannot reach directly is read only through its parent's policies.
+        return rls_forced or (parent is not None and not app_privileged and covered(parent))
+
+    top_level = {name for name, (parent, _, _) in tables.items() if parent is None}
+    assert EXPECTED_PATIENT_TABLES | NOT_PATIENT_DATA <= top_level
+    assert any(tables[name][0] == "biometric_readings" for name in tables), "the readings' partitions are enumerated"
+    assert sorted(name for name in tables if name not in NOT_PATIENT_DATA and not covered(name)) == []
+
+
+@pytest.fixture
+def grants(db, make_staff):
+    """Two providers, each holding an emergency grant to another provider's patient."""
+    owner, *providers = make_staff("provider"), make_staff("provider"), make_staff("provider")
+    patient_id = db.run(lambda uow: uow.patients.add(provider_id=owner.id, status="active",
+                                                     phi={**patient_body(), "mrn": uuid.uuid4().hex}),
+                        actor=Actor(id=owner.id, role="provider")).id
+    held = {}
+    for staff in providers:
+        grant = db.run(lambda uow: uow.emergency_access.add(patient_id=patient_id, provider_id=staff.id,
+                                                            reason="Unconscious, allergies unknown", minutes=5),
+                       actor=Actor(id=staff.id, role="provider"))
+        held[staff.id] = {grant.id}
+    return providers, patient_id, held
+
+
+def visible_grant_ids(conn) -> set:
+    return {row[0] for row in conn.execute("SELECT id FROM emergency_access_grants")}
+
+
+def test_an_unscoped_select_of_grants_in_a_providers_transaction_returns_only_their_own(conn, grants):
+    (a, b), _, held = grants
+    act_as(conn, a.id, "provider")
+    assert visible_grant_ids(conn) == held[a.id]
+    act_as(conn, b.id, "provider")
+    assert visible_grant_ids(conn) == held[b.id]
+
+
+def test_an_admins_transaction_sees_every_grant(conn, grants, admin):
+    _, _, held = grants
+    act_as(conn, admin.id, "admin")
+    assert visible_grant_ids(conn) >= set().union(*held.values())
+
+
+@pytest.mark.parametrize("role", ["auditor", None])
+def test_auditors_and_transactions_without_actor_context_see_no_grant(conn, grants, make_staff, role):
+    act_as(conn, make_staff(role).id if role else None, role)
+    assert visible_grant_ids(conn) == set()
+    assert conn.execute("SELECT count(*) FROM emergency_access_grants").fetchone()[0] == 0
+
+
+def test_the_emergency_grant_check_sees_the_providers_own_grants_under_row_level_security(conn, grants):
+    (a, b), patient_id, _ = grants
+    act_as(conn, a.id, "provider")
+    assert conn.execute("SELECT clarity_holds_emergency_grant(%s, %s)", (patient_id, a.id)).fetchone()[0] is True
+    assert conn.execute("SELECT count(*) FROM patients WHERE id = %s", (patient_id,)).fetchone()[0] == 1
+    # Another provider's grant is not the actor's to ask about.
+    assert conn.execute("SELECT clarity_holds_emergency_grant(%s, %s)", (patient_id, b.id)).fetchone()[0] is False
+
+
+def test_a_provider_cannot_record_a_grant_in_another_providers_name(conn, grants):
+    (a, b), patient_id, _ = grants
+    act_as(conn, a.id, "provider")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+        conn.execute("INSERT INTO emergency_access_grants (patient_id, provider_id, reason, reason_key_id, expires_at)"
+                     " VALUES (%s, %s, '\\x00', 'test1', now() + interval '1 hour')", (patient_id, b.id))
+
+
+def test_a_provider_cannot_change_a_grant_even_their_own(conn, grants):
+    (a, _), _, _ = grants
+    act_as(conn, a.id, "provider")
+    assert conn.execute("UPDATE emergency_access_grants SET reason_key_id = 'forged'").rowcount == 0
