@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test bench deps postgres clean
+.PHONY: run test fuzz bench deps postgres clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: deps postgres
 
 test: deps postgres
 	$(BIN)/python -m pytest
+
+# The property-based API test, longer than make test's bounded run.
+fuzz: deps postgres
+	CLARITY_FUZZ_EXAMPLES=$${CLARITY_FUZZ_EXAMPLES:-200} $(BIN)/python -m pytest tests/api/test_fuzz.py
 
 bench: deps postgres
 	$(BIN)/python -m bench.run

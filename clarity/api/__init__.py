@@ -9,12 +9,12 @@ import uuid
 import psycopg
 from flask import g, jsonify, request
 from flask_caching import Cache
-from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from clarity import errors
 from clarity.api import access, body
+from clarity.api.openapi import ClarityApi
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -43,7 +43,8 @@ def init_app(app) -> None:
     if settings.proxy_count:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count)
     app.json = body.JSONProvider(app)
-    api = Api(app)
+    api = ClarityApi(app)
+    records.register_schemas(api)
     for module in (auth, users, patients, emergency_access, audit_events,
                    biometrics, alerts, appointments, records, digital_twins):
         api.register_blueprint(module.blp)
@@ -118,7 +119,8 @@ def _http_error(exc: HTTPException):
     elif exc.code == 400 and messages:
         detail = "The request body is not valid JSON."
         messages = None
-    headers = dict(getattr(exc, "headers", None) or data.get("headers") or {})
+    # get_headers carries what the status needs, e.g. Allow on a 405.
+    headers = {**dict(exc.get_headers()), **dict(getattr(exc, "headers", None) or data.get("headers") or {})}
     headers.pop("Content-Type", None)
     return problem(exc.code or 500, exc.name, detail, headers, errors=messages)
 

@@ -6,6 +6,7 @@ from flask import request
 from marshmallow import RAISE, Schema, fields, validate
 
 from clarity.api.access import roles
+from clarity.api.openapi import if_match
 from clarity.api.common import Blueprint, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
 from clarity.security.access import ADMIN, PHI_ROLES
 from clarity.services import alerts
@@ -25,6 +26,10 @@ def _unit(obj) -> str:
 
 class AlertRuleBodySchema(Schema):
     """A rule replaces the previous one entirely: an absent bound is no bound."""
+
+    class Meta:
+        openapi = {"anyOf": [{"required": [bound], "properties": {bound: {"type": "number"}}}
+                             for bound in ("min_value", "max_value")]}
 
     min_value = fields.Float(allow_none=True, load_default=None, allow_nan=False)
     max_value = fields.Float(allow_none=True, load_default=None, allow_nan=False)
@@ -127,6 +132,7 @@ def list_patient_rules(patient_id):
 @blp.arguments(AlertRuleBodySchema)
 @blp.response(200, AlertRuleSchema)
 @blp.alt_response(201, schema=AlertRuleSchema, description="Created")
+@blp.doc(parameters=[if_match(required=False)])
 @roles(*PHI_ROLES)
 def put_patient_rule(body, patient_id, kind):
     """Create (201, no If-Match) or replace (200, If-Match required: 428 without, 412 when stale)
@@ -136,6 +142,7 @@ def put_patient_rule(body, patient_id, kind):
 
 @blp.route(f"/patients/<uuid:patient_id>/alert-rules/{KIND}", methods=["DELETE"])
 @blp.response(204)
+@blp.doc(parameters=[if_match()])
 @roles(*PHI_ROLES)
 def delete_patient_rule(patient_id, kind):
     """Delete the patient's override (If-Match required); the global default applies again."""
@@ -155,6 +162,7 @@ def list_global_rules():
 @blp.arguments(AlertRuleBodySchema)
 @blp.response(200, AlertRuleSchema)
 @blp.alt_response(201, schema=AlertRuleSchema, description="Created")
+@blp.doc(parameters=[if_match(required=False)])
 @roles(ADMIN)
 def put_global_rule(body, kind):
     """Create or replace the global default for a kind (admins; If-Match when replacing)."""
@@ -200,6 +208,7 @@ def get_alert(alert_id):
 @blp.route("/alerts/<uuid:alert_id>", methods=["PATCH"])
 @blp.arguments(AlertStatusSchema)
 @blp.response(200, AlertSchema)
+@blp.doc(parameters=[if_match()])
 @roles(*PHI_ROLES)
 def change_alert_status(body, alert_id):
     """Acknowledge or resolve an alert (If-Match required: 428 without, 412 when stale); who and

@@ -13,6 +13,7 @@ from flask import request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from clarity.api.access import roles
+from clarity.api.openapi import any_of_required, if_match
 from clarity.api.common import Blueprint, cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
 from clarity.security.access import PHI_ROLES
 from clarity.services import appointments
@@ -39,6 +40,10 @@ class AppointmentUpdateSchema(Schema):
     starts_at = _timestamp()
     ends_at = _timestamp()
     status = fields.String(validate=validate.OneOf(("cancelled", "completed")))
+
+    class Meta:
+        openapi = {"oneOf": [{"required": ["status"], "maxProperties": 1},
+                             {**any_of_required("starts_at", "ends_at"), "not": {"required": ["status"]}}]}
 
     @validates_schema
     def _one_kind_of_change(self, data, **kwargs):
@@ -146,6 +151,7 @@ def get_appointment(appointment_id):
 @blp.route("/appointments/<uuid:appointment_id>", methods=["PATCH"])
 @blp.arguments(AppointmentUpdateSchema)
 @blp.response(200, AppointmentSchema)
+@blp.doc(parameters=[if_match()])
 @roles(*PHI_ROLES)
 def update_appointment(body, appointment_id):
     """Reschedule (``starts_at`` and/or ``ends_at``; 409 naming ``starts_at`` when the provider

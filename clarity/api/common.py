@@ -20,6 +20,10 @@ from clarity.services import auth
 MAX_LIMIT = 200
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ETAG = re.compile(r'^"(\d{1,9})"$')
+# RFC 9110 If-Match: "*" or a list of entity-tags (opaque, visible ASCII but the quote).
+ENTITY_TAGS = re.compile(r'^\s*(\*|(W/)?"[\x21\x23-\x7e]*"(\s*,\s*(W/)?"[\x21\x23-\x7e]*")*)\s*$')
+UNMATCHABLE_VERSION = -1
+_NO_CONTROL_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -37,6 +41,8 @@ class Text(fields.String):
 
     def __init__(self, max_length: int = 200, min_length: int = 1, validate=None, **kwargs):
         validators = [_length(min_length, max_length)] + ([validate] if validate else [])
+        if not isinstance(validate, fields.validate.Regexp):  # else that pattern is documented
+            kwargs["metadata"] = {"pattern": _NO_CONTROL_PATTERN, **kwargs.get("metadata", {})}
         super().__init__(validate=validators, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -52,7 +58,10 @@ def limit_field(strict: bool = True):
 
 
 def cursor_field():
-    return Text(max_length=200, load_default=None)
+    return Text(max_length=200, load_default=None, metadata={
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "description": "Opaque: the cursor of the previous page (its Link header or next_cursor); "
+                       "any other value is 400."})
 
 
 def encode_cursor(after) -> str | None:
@@ -92,15 +101,17 @@ def etag(version: int) -> dict:
 
 
 def if_match_version() -> int:
-    """The version a PATCH/DELETE was based on, from If-Match; 428 when missing, 412 when not
-    an ETag this API issued."""
+    """The version a PATCH/PUT/DELETE was based on, from If-Match: 428 when missing, 400 when
+    it is not an entity-tag at all. A well-formed tag this API did not issue (weak, ``*``, a
+    foreign value) gives a version no row has, so the service answers 412 once it has found the
+    resource (404 first when there is none)."""
     header = request.headers.get("If-Match")
     if not header:
         raise PreconditionRequired("Send If-Match with the ETag you read.")
+    if not ENTITY_TAGS.match(header):
+        raise BadRequest('If-Match must be an entity-tag such as "3", from the ETag header.')
     match = _ETAG.match(header.strip())
-    if not match:
-        raise PreconditionFailed("If-Match does not match the current ETag.")
-    return int(match.group(1))
+    return int(match.group(1)) if match else UNMATCHABLE_VERSION
 
 
 def clarity():

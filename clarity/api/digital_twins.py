@@ -12,6 +12,7 @@ from flask import request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from clarity.api.access import roles
+from clarity.api.openapi import if_match
 from clarity.api.common import Blueprint, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
 from clarity.security.access import PHI_ROLES
 from clarity.errors import BadRequest
@@ -62,10 +63,11 @@ class TwinConfigSchema(Schema):
     parameters = fields.Dict(
         keys=fields.String(validate=[validate.Length(min=1, max=64), validate.Regexp(PARAMETER_NAME)]),
         values=FiniteNumber(), required=True, validate=validate.Length(max=MAX_PARAMETERS),
-        metadata={"description": f"Model parameters by snake_case name (at most {MAX_PARAMETERS}), finite numbers."})
+        metadata={"description": f"Model parameters by snake_case name (at most {MAX_PARAMETERS}), finite numbers.",
+                  "propertyNames": {"pattern": PARAMETER_NAME, "maxLength": 64}})
     enabled_signals = fields.List(
         fields.String(validate=validate.OneOf(SIGNALS)), required=True, validate=_unique,
-        metadata={"description": "Biometric kinds the twin consumes, each at most once."})
+        metadata={"description": "Biometric kinds the twin consumes, each at most once.", "uniqueItems": True})
 
 
 class TwinSchema(TwinConfigSchema):
@@ -98,6 +100,7 @@ def _preconditions() -> tuple[int | None, bool]:
 @blp.arguments(TwinConfigSchema)
 @blp.response(200, TwinSchema)
 @blp.alt_response(201, schema=TwinSchema, description="The first version was created.")
+@blp.doc(parameters=[if_match(required=False)])
 @roles(*PHI_ROLES)
 def put_twin(config, patient_id):
     """Write a new version of the patient's digital twin (old versions are kept). The first

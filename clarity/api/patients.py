@@ -6,6 +6,7 @@ import datetime as dt
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from clarity.api.access import roles
+from clarity.api.openapi import any_of_required, if_match
 from clarity.api.common import Blueprint, Text, cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
 from clarity.security.access import PHI_ROLES
 from clarity.services import patients
@@ -74,6 +75,9 @@ class PatientCreateSchema(PatientFieldsSchema):
 
 
 class PatientUpdateSchema(PatientFieldsSchema):
+    class Meta:
+        openapi = {"minProperties": 1}
+
     @validates_schema
     def _not_empty(self, data, **kwargs):
         if not data:
@@ -116,6 +120,9 @@ class PatientSearchSchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES), load_default=None)
     limit = limit_field()
     cursor = cursor_field()
+
+    class Meta:
+        openapi = any_of_required("mrn", "email", "last_name")
 
     @validates_schema
     def _one_criterion(self, data, **kwargs):
@@ -202,6 +209,7 @@ def get_overview(patient_id):
 @blp.route("/<uuid:patient_id>", methods=["PATCH"])
 @blp.arguments(PatientUpdateSchema)
 @blp.response(200, PatientSchema)
+@blp.doc(parameters=[if_match()])
 @roles(*PHI_ROLES)
 def update_patient(body, patient_id):
     """Change some fields (If-Match required: 428 without, 412 when stale). ``null`` clears an
@@ -213,6 +221,7 @@ def update_patient(body, patient_id):
 
 @blp.route("/<uuid:patient_id>", methods=["DELETE"])
 @blp.response(204)
+@blp.doc(parameters=[if_match()])
 @roles(*PHI_ROLES)
 def delete_patient(patient_id):
     """Delete a patient (If-Match required). The record is kept for the audit trail; reads

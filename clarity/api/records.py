@@ -99,6 +99,12 @@ class RecordCreateSchema(Schema):
     amends_id = fields.UUID(metadata={
         "description": "The record this one corrects: the latest version of a record of the same patient and type."})
 
+    class Meta:
+        # The body's shape follows the type; the body schemas are registered by register_schemas.
+        openapi = {"oneOf": [{"properties": {"type": {"enum": [kind]},
+                                             "body": {"$ref": f"#/components/schemas/{schema.__name__}"}}}
+                             for kind, schema in BODY_SCHEMAS.items()]}
+
     @post_load
     def _load_body(self, data, **kwargs):
         try:
@@ -167,3 +173,9 @@ def get_record(record_id):
     """One record with its amendment chain; 404 when it does not exist or is not your patient's."""
     chain = run(lambda uow, actor: records.get_record(uow, actor, record_id))
     return {**dataclasses.asdict(chain.record), "chain": chain.versions}
+
+
+def register_schemas(api) -> None:
+    """Add the per-type body schemas to the document, for RecordCreateSchema's oneOf."""
+    for schema in BODY_SCHEMAS.values():
+        api.spec.components.schema(schema.__name__, schema=schema)

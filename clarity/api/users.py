@@ -4,6 +4,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from clarity.api.access import roles
+from clarity.api.openapi import if_match
 from clarity.api.common import Blueprint, Text, clarity, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
 from clarity.security.access import ADMIN, ROLES
 from clarity.services import auth, users
@@ -32,6 +33,9 @@ class UserCreateSchema(Schema):
 
 
 class UserUpdateSchema(Schema):
+    class Meta:
+        openapi = {"minProperties": 1}
+
     display_name = Text(max_length=200)
     role = fields.String(validate=validate.OneOf(ROLES))
     password = Password()
@@ -97,6 +101,7 @@ def create_user(body):
 @blp.route("/<uuid:user_id>", methods=["PATCH"])
 @blp.arguments(UserUpdateSchema)
 @blp.response(200, UserSchema)
+@blp.doc(parameters=[if_match()])
 @roles(ADMIN)
 def update_user(body, user_id):
     """Change a user's name, role or password, or disable them (admin only; If-Match).

@@ -56,6 +56,8 @@ def put_twin(uow, actor: Actor, patient_id, config: dict, *, expected_version: i
     require_patient(uow, actor, patient_id, event)
     if must_not_exist and not first:
         raise PreconditionFailed("If-Match and If-None-Match: * cannot both hold.")
+    if not first and expected_version < 1:  # an entity-tag this API never issued
+        raise PreconditionFailed(STALE)
     written = uow.digital_twins.add(patient_id, 1 if first else expected_version + 1, config, created_by=actor.id)
     if written is not None:
         return written

@@ -1,4 +1,6 @@
 """Hostile and malformed input gets a clear 4xx problem+json, never a 500; OpenAPI is served."""
+import uuid
+
 import pytest
 
 from tests.conftest import patient_body
@@ -67,11 +69,18 @@ def test_a_forged_cursor_is_400(client, provider):
     assert_problem(client.get(f"{URL}?cursor=bm90LWEtY3Vyc29y", headers=provider.headers), 400)
 
 
-@pytest.mark.parametrize("if_match", ['"99999999999999999999"', "W/\"1\"", "*", "1"])
-def test_odd_if_match_values_are_412_not_500(client, provider, create_patient, if_match):
+@pytest.mark.parametrize("if_match, status", [('"99999999999999999999"', 412), ('W/"1"', 412), ("*", 412),
+                                              ('"1", "2"', 412), ("1", 400), ("qJ{", 400), ('"1', 400)])
+def test_odd_if_match_values_are_412_or_400_when_not_an_entity_tag_never_500(client, provider, create_patient,
+                                                                            if_match, status):
     patient = create_patient(provider)
     response = client.patch(f"{URL}/{patient['id']}", json={"phone": "1"}, headers={**provider.headers, "If-Match": if_match})
-    assert_problem(response, 412)
+    assert_problem(response, status)
+
+
+def test_a_well_formed_if_match_on_a_missing_patient_is_404_not_412(client, provider):
+    response = client.delete(f"{URL}/{uuid.uuid4()}", headers={**provider.headers, "If-Match": 'W/"x"'})
+    assert_problem(response, 404)
 
 
 def test_a_non_uuid_id_is_404(client, provider):
