@@ -28,9 +28,14 @@ class Settings:
     blind_index_next_key: bytes | None = None
     token_idle_minutes: int = 15
     token_max_age_hours: int = 12
-    login_max_failures: int = 5
-    login_max_failures_per_address: int = 20
+    # Sign-in throttling (clarity.services.auth): see README "Sign-in throttling".
     login_failure_window_seconds: int = 900
+    login_max_failures_per_pair: int = 5
+    login_max_failures_per_address: int = 100
+    login_account_backoff_after: int = 10
+    login_account_backoff_max_seconds: int = 900
+    login_account_window_seconds: int = 86400
+    login_familiar_address_days: int = 30
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     proxy_count: int = 0
@@ -49,13 +54,32 @@ _INT_FIELDS = {
     "CLARITY_STATEMENT_TIMEOUT_MS": "statement_timeout_ms",
     "CLARITY_TOKEN_IDLE_MINUTES": "token_idle_minutes",
     "CLARITY_TOKEN_MAX_AGE_HOURS": "token_max_age_hours",
-    "CLARITY_LOGIN_MAX_FAILURES": "login_max_failures",
-    "CLARITY_LOGIN_MAX_FAILURES_PER_ADDRESS": "login_max_failures_per_address",
     "CLARITY_LOGIN_FAILURE_WINDOW_SECONDS": "login_failure_window_seconds",
+    "CLARITY_LOGIN_MAX_FAILURES_PER_PAIR": "login_max_failures_per_pair",
+    "CLARITY_LOGIN_MAX_FAILURES_PER_ADDRESS": "login_max_failures_per_address",
+    "CLARITY_LOGIN_ACCOUNT_BACKOFF_AFTER": "login_account_backoff_after",
+    "CLARITY_LOGIN_ACCOUNT_BACKOFF_MAX_SECONDS": "login_account_backoff_max_seconds",
+    "CLARITY_LOGIN_ACCOUNT_WINDOW_SECONDS": "login_account_window_seconds",
+    "CLARITY_LOGIN_FAMILIAR_ADDRESS_DAYS": "login_familiar_address_days",
     "CLARITY_ARGON2_TIME_COST": "argon2_time_cost",
     "CLARITY_ARGON2_MEMORY_KIB": "argon2_memory_kib",
     "CLARITY_PROXY_COUNT": "proxy_count",
     "CLARITY_EMERGENCY_ACCESS_MINUTES": "emergency_access_minutes",
+}
+# Settings that no longer exist: refused by name, so an operator who relied on one learns what
+# replaced it instead of having it silently ignored.
+_REMOVED = {
+    "CLARITY_LOGIN_MAX_FAILURES": "the account lockout is gone: use CLARITY_LOGIN_MAX_FAILURES_PER_PAIR "
+                                  "and CLARITY_LOGIN_ACCOUNT_BACKOFF_AFTER",
+}
+# At least 1: a limit of 0 would refuse every sign-in.
+_LOGIN_MINIMUMS = {
+    "CLARITY_LOGIN_FAILURE_WINDOW_SECONDS": "login_failure_window_seconds",
+    "CLARITY_LOGIN_MAX_FAILURES_PER_PAIR": "login_max_failures_per_pair",
+    "CLARITY_LOGIN_MAX_FAILURES_PER_ADDRESS": "login_max_failures_per_address",
+    "CLARITY_LOGIN_ACCOUNT_BACKOFF_AFTER": "login_account_backoff_after",
+    "CLARITY_LOGIN_ACCOUNT_BACKOFF_MAX_SECONDS": "login_account_backoff_max_seconds",
+    "CLARITY_LOGIN_ACCOUNT_WINDOW_SECONDS": "login_account_window_seconds",
 }
 _FLOAT_FIELDS = {
     "CLARITY_DB_POOL_TIMEOUT": "pool_timeout",
@@ -96,6 +120,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     values["database_url"] = environ.get("DATABASE_URL") or None
     values["migration_database_url"] = environ.get("CLARITY_MIGRATION_DATABASE_URL") or None
     values["log_level"] = environ.get("CLARITY_LOG_LEVEL", "INFO").upper()
+    for var, replacement in _REMOVED.items():
+        if environ.get(var):
+            raise ConfigError(f"{var} is no longer supported; {replacement}")
     for var, field in _INT_FIELDS.items():
         if environ.get(var):
             values[field] = _number(environ[var], var, int)
@@ -120,6 +147,9 @@ def validate(settings: Settings) -> None:
         raise ConfigError("CLARITY_ACTIVE_DATA_KEY names a key that is not in CLARITY_DATA_KEYS")
     if settings.pool_min_size < 0 or settings.pool_max_size < max(1, settings.pool_min_size):
         raise ConfigError("CLARITY_DB_POOL_MAX must be at least 1 and at least CLARITY_DB_POOL_MIN")
+    for var, field in _LOGIN_MINIMUMS.items():
+        if getattr(settings, field) < 1:
+            raise ConfigError(f"{var} must be at least 1")
     if settings.env == "production":
         missing = [name for name, value in (
             ("DATABASE_URL", settings.database_url),

@@ -9,23 +9,78 @@ SELECT e.actor_id, e.actor_role, e.action, e.event_type, e.entity_type, e.entity
            entity_id text, patient_id uuid, outcome text, client_addr inet, request_id text,
            fields text[]);
 
--- name: count_login_failures^
--- Failed logins inside the window: for the account since its last success, and for the
--- client address. Params: user_id (may be null), client_addr (may be null), window_seconds.
--- Returns: account_failures, address_failures.
-SELECT count(*) FILTER (
-           WHERE a.actor_id = %(user_id)s::uuid
-             AND a.occurred_at > coalesce((SELECT max(s.occurred_at) FROM audit_events s
-                                            WHERE s.event_type = 'auth.login'
-                                              AND s.actor_id = %(user_id)s::uuid
-                                              AND s.outcome = 'success'), '-infinity')
-       ) AS account_failures,
-       count(*) FILTER (WHERE a.client_addr = %(client_addr)s::inet) AS address_failures
-  FROM audit_events a
- WHERE a.event_type = 'auth.login'
-   AND a.outcome <> 'success'
-   AND a.occurred_at > now() - make_interval(secs => %(window_seconds)s)
-   AND (a.actor_id = %(user_id)s::uuid OR a.client_addr = %(client_addr)s::inet);
+-- name: get_login_email_lock$
+-- Wait for the other sign-in attempts naming this email to finish (the lock is held until
+-- this transaction ends), so each attempt counts the failures of those before it: without
+-- it, concurrent guesses all read the same count and all pass the throttle. Keyed on the
+-- email, not the account, so an unknown email costs the same round trip as a known one.
+-- 7302202 is Clarity's arbitrary, fixed advisory-lock class for sign-ins (the two-key form,
+-- apart from the sealer's lock). Params: email.
+SELECT pg_advisory_xact_lock(7302202, hashtext(lower(%(email)s::text)));
+
+-- name: get_login_throttle^
+-- What the sign-in throttles need to know about an attempt on user_id (null: no account)
+-- from client_addr (may be null), from the auth.login events of the audit trail. Only
+-- failures count (outcome 'failure'); throttled attempts ('denied') never do. The account's
+-- failures count since its last success or throttle clear (auth.throttle_clear, success) and
+-- within account_window_seconds; the pair's since the pair's last success or the clear and
+-- within window_seconds; the address's within window_seconds. Every scan reads one account's
+-- or one address's failures or successes through the partial indexes of migration 0017,
+-- bounded by a window or by the limit.
+-- Params: user_id, client_addr, window_seconds, account_window_seconds, familiar_seconds,
+-- max_per_pair, max_per_address.
+-- Returns: address_retry_after, pair_retry_after (seconds until the address's or the pair's
+-- limit lifts; null when it is not reached), account_failures, account_failure_age (seconds
+-- since the account's last counted failure), familiar (the account signed in from this
+-- address within familiar_seconds).
+WITH successes AS (
+    SELECT max(occurred_at) AS last_success,
+           max(occurred_at) FILTER (WHERE client_addr = %(client_addr)s::inet) AS last_pair_success
+      FROM audit_events
+     WHERE event_type = 'auth.login' AND outcome = 'success'
+       AND actor_id = %(user_id)s::uuid
+       AND occurred_at > now() - make_interval(secs => greatest(
+               %(familiar_seconds)s::float8, %(account_window_seconds)s::float8, %(window_seconds)s::float8))
+), cleared AS (
+    SELECT max(occurred_at) AS last_clear
+      FROM audit_events
+     WHERE event_type = 'auth.throttle_clear' AND outcome = 'success'
+       AND entity_id = %(user_id)s::uuid::text
+), since AS (
+    SELECT greatest(s.last_success, c.last_clear,
+                    now() - make_interval(secs => %(account_window_seconds)s::float8)) AS account_since,
+           greatest(s.last_pair_success, c.last_clear,
+                    now() - make_interval(secs => %(window_seconds)s::float8)) AS pair_since,
+           coalesce(s.last_pair_success > now() - make_interval(secs => %(familiar_seconds)s::float8),
+                    false) AS familiar
+      FROM successes s, cleared c
+)
+SELECT extract(epoch FROM (
+           SELECT a.occurred_at FROM audit_events a
+            WHERE a.event_type = 'auth.login' AND a.outcome = 'failure'
+              AND a.client_addr = %(client_addr)s::inet
+              AND a.occurred_at > now() - make_interval(secs => %(window_seconds)s::float8)
+            ORDER BY a.occurred_at DESC
+           OFFSET %(max_per_address)s::integer - 1 LIMIT 1)
+           + make_interval(secs => %(window_seconds)s::float8) - now())::float8 AS address_retry_after,
+       extract(epoch FROM (
+           SELECT a.occurred_at FROM audit_events a
+            WHERE a.event_type = 'auth.login' AND a.outcome = 'failure'
+              AND a.actor_id = %(user_id)s::uuid AND a.client_addr = %(client_addr)s::inet
+              AND a.occurred_at > since.pair_since
+            ORDER BY a.occurred_at DESC
+           OFFSET %(max_per_pair)s::integer - 1 LIMIT 1)
+           + make_interval(secs => %(window_seconds)s::float8) - now())::float8 AS pair_retry_after,
+       account.failures AS account_failures,
+       extract(epoch FROM now() - account.last_failure)::float8 AS account_failure_age,
+       since.familiar
+  FROM since
+ CROSS JOIN LATERAL (
+           SELECT count(*) AS failures, max(a.occurred_at) AS last_failure
+             FROM audit_events a
+            WHERE a.event_type = 'auth.login' AND a.outcome = 'failure'
+              AND a.actor_id = %(user_id)s::uuid AND a.occurred_at > since.account_since
+       ) AS account;
 
 -- name: list_audit_events
 -- Audit events for auditors, newest first, after a keyset cursor over (occurred_at, id), with

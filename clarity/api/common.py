@@ -14,7 +14,7 @@ from marshmallow import ValidationError, fields, validate
 
 from clarity.api import body
 from clarity.api.access import bearer_token
-from clarity.errors import BadRequest, PreconditionFailed, PreconditionRequired
+from clarity.errors import BadRequest, PreconditionRequired
 from clarity.services import auth
 
 MAX_LIMIT = 200

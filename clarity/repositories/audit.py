@@ -1,5 +1,5 @@
 """Audit events and their seals: append-only writes, the auditors' reads, the sealer's and the
-verifier's queries, and the failed-login counts that drive rate limits."""
+verifier's queries, and the failed sign-ins that drive the sign-in throttles."""
 from __future__ import annotations
 
 import dataclasses
@@ -33,6 +33,24 @@ class AuditRecord:
     client_addr: str | None
     request_id: str | None
     fields: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoginThrottle:
+    """The failed sign-ins that bear on one attempt, counted from the audit trail.
+
+    ``address_retry_after`` / ``pair_retry_after``: seconds until the address's (or the
+    account-and-address pair's) failures in the window fall below its limit; None when they
+    are below it. ``account_failures``: the account's failures since its last success or
+    throttle clear; ``account_failure_age``: seconds since the latest of them (None when none).
+    ``familiar``: the account signed in successfully from this address recently.
+    """
+
+    address_retry_after: float | None
+    pair_retry_after: float | None
+    account_failures: int
+    account_failure_age: float | None
+    familiar: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +109,21 @@ class AuditRepository:
             "after_occurred_at": after_occurred_at, "after_id": after_id, "limit": limit,
         }, class_row(AuditRecord))
 
-    def count_login_failures(self, *, user_id, client_addr, window_seconds) -> dict:
-        """Failed logins in the window: ``account_failures`` (since the account's last success)
-        and ``address_failures``."""
-        return self.q.count_login_failures.one(self.conn, {
+    def lock_login_email(self, email: str) -> None:
+        """Wait until the other sign-in attempts naming this email (in any case) have
+        committed; the lock is held to the end of this transaction, so the attempts after
+        this one count its failure."""
+        self.q.get_login_email_lock.value(self.conn, {"email": email})
+
+    def get_login_throttle(self, *, user_id, client_addr, window_seconds, account_window_seconds,
+                           familiar_seconds, max_per_pair, max_per_address) -> LoginThrottle:
+        """What the audit trail says about a sign-in attempt on ``user_id`` (None: no account)
+        from ``client_addr`` (may be None); see LoginThrottle and sql/audit.sql."""
+        return self.q.get_login_throttle.one(self.conn, {
             "user_id": user_id, "client_addr": client_addr, "window_seconds": window_seconds,
-        }, dict_row)
+            "account_window_seconds": account_window_seconds, "familiar_seconds": familiar_seconds,
+            "max_per_pair": max_per_pair, "max_per_address": max_per_address,
+        }, class_row(LoginThrottle))
 
     def try_lock_sealing(self) -> bool:
         """Take the sealer's transaction-scoped advisory lock; False at once when it is held."""

@@ -40,6 +40,7 @@ NOT_THROUGH_A_GRANT = {
     (f"{API}/auth/tokens", "POST"): "login",
     (f"{API}/auth/tokens/current", "DELETE"): "logout",
     (f"{API}/auth/sessions", "GET"): "the caller's own sessions",
+    (f"{API}/auth/throttles/<user_id>", "DELETE"): "login throttling of a staff account",
     (f"{API}/auth/sessions/<session_id>", "DELETE"): "the caller's own sessions",
     (f"{API}/users", "GET"): "staff accounts",
     (f"{API}/users", "POST"): "staff accounts",

@@ -521,36 +521,3 @@ def test_audit_events_without_an_actor_are_written(db, conn):
     assert audit_rows(conn, "req-audit-2") == [
         (None, None, "E", "auth.login", None, None, None, "failure", None, "req-audit-2", []),
     ]
-
-
-def login(db, user_id, outcome, addr):
-    db.run(lambda uow: uow.audit_events.add_all([AuditEvent("E", "auth.login", "user", user_id, outcome=outcome,
-                                                            actor_id=user_id)],
-                                                actor=None, client_addr=addr, request_id=None))
-
-
-def test_login_failures_count_since_the_accounts_last_success_and_per_address(db, conn):
-    user, stranger = uuid.uuid4(), uuid.uuid4()
-    here, elsewhere = "198.51.100.1", "198.51.100.2"
-    # An old failure, outside any window.
-    conn.execute("INSERT INTO audit_events (occurred_at, actor_id, action, event_type, outcome, client_addr)"
-                 " VALUES (now() - interval '2 hours', %s, 'E', 'auth.login', 'failure', %s)", (user, here))
-    login(db, user, "failure", here)
-    login(db, user, "failure", elsewhere)
-    login(db, user, "success", here)
-    login(db, user, "failure", elsewhere)
-    login(db, user, "denied", here)
-    login(db, stranger, "failure", here)
-    db.run(lambda uow: uow.audit_events.add_all([AuditEvent("R", "patient.read", outcome="denied", actor_id=user)],
-                                                actor=None, client_addr=here, request_id=None))
-
-    def count(user_id, addr, window=900):
-        return db.run(lambda uow: uow.audit_events.count_login_failures(
-            user_id=user_id, client_addr=addr, window_seconds=window))
-
-    assert count(user, here) == {"account_failures": 2, "address_failures": 3}
-    assert count(user, elsewhere) == {"account_failures": 2, "address_failures": 2}
-    assert count(None, here) == {"account_failures": 0, "address_failures": 3}
-    assert count(user, None) == {"account_failures": 2, "address_failures": 0}
-    assert count(stranger, here) == {"account_failures": 1, "address_failures": 3}
-    assert count(user, here, window=3 * 3600) == {"account_failures": 2, "address_failures": 4}

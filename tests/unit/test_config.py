@@ -72,13 +72,58 @@ def test_numbers_are_parsed_into_their_types():
     ("CLARITY_DB_POOL_MAX", "2.5"),
     ("CLARITY_DB_POOL_TIMEOUT", "soon"),
     ("CLARITY_STATEMENT_TIMEOUT_MS", "5s"),
-    ("CLARITY_LOGIN_MAX_FAILURES", "-1"),
+    ("CLARITY_LOGIN_MAX_FAILURES_PER_PAIR", "-1"),
+    ("CLARITY_LOGIN_ACCOUNT_BACKOFF_MAX_SECONDS", "15m"),
 ])
 def test_a_bad_number_is_a_config_error_naming_the_variable(var, value):
     with pytest.raises(ConfigError) as raised:
         from_env({var: value})
 
     assert var in str(raised.value)
+
+
+def test_the_sign_in_throttles_default_to_pair_account_and_address_limits():
+    settings = from_env({})
+
+    assert settings.login_failure_window_seconds == 900
+    assert settings.login_max_failures_per_pair == 5
+    assert settings.login_max_failures_per_address == 100
+    assert (settings.login_account_backoff_after, settings.login_account_backoff_max_seconds) == (10, 900)
+    assert settings.login_account_window_seconds == 86400
+    assert settings.login_familiar_address_days == 30
+
+
+def test_the_sign_in_throttles_are_set_from_the_environment():
+    settings = from_env({
+        "CLARITY_LOGIN_FAILURE_WINDOW_SECONDS": "600", "CLARITY_LOGIN_MAX_FAILURES_PER_PAIR": "3",
+        "CLARITY_LOGIN_MAX_FAILURES_PER_ADDRESS": "50", "CLARITY_LOGIN_ACCOUNT_BACKOFF_AFTER": "8",
+        "CLARITY_LOGIN_ACCOUNT_BACKOFF_MAX_SECONDS": "300", "CLARITY_LOGIN_ACCOUNT_WINDOW_SECONDS": "3600",
+        "CLARITY_LOGIN_FAMILIAR_ADDRESS_DAYS": "0",
+    })
+
+    assert settings.login_failure_window_seconds == 600
+    assert settings.login_max_failures_per_pair == 3
+    assert settings.login_max_failures_per_address == 50
+    assert (settings.login_account_backoff_after, settings.login_account_backoff_max_seconds) == (8, 300)
+    assert settings.login_account_window_seconds == 3600
+    assert settings.login_familiar_address_days == 0
+
+
+@pytest.mark.parametrize("var", ["CLARITY_LOGIN_FAILURE_WINDOW_SECONDS", "CLARITY_LOGIN_MAX_FAILURES_PER_PAIR",
+                                 "CLARITY_LOGIN_MAX_FAILURES_PER_ADDRESS", "CLARITY_LOGIN_ACCOUNT_BACKOFF_AFTER",
+                                 "CLARITY_LOGIN_ACCOUNT_BACKOFF_MAX_SECONDS", "CLARITY_LOGIN_ACCOUNT_WINDOW_SECONDS"])
+def test_a_sign_in_limit_of_zero_is_refused(var):
+    with pytest.raises(ConfigError, match=var):
+        from_env({var: "0"})
+
+
+def test_the_removed_account_lockout_setting_is_refused_naming_its_replacements():
+    with pytest.raises(ConfigError) as raised:
+        from_env({"CLARITY_LOGIN_MAX_FAILURES": "5"})
+
+    message = str(raised.value)
+    assert "CLARITY_LOGIN_MAX_FAILURES " in message
+    assert "CLARITY_LOGIN_MAX_FAILURES_PER_PAIR" in message and "CLARITY_LOGIN_ACCOUNT_BACKOFF_AFTER" in message
 
 
 def test_a_pool_smaller_than_its_minimum_is_refused():
