@@ -87,13 +87,16 @@ SELECT id, patient_id, kind, value, reading_recorded_at, source_device, min_valu
 -- Alerts of every live patient the actor may see (the predicate of sql/patients.sql
 -- get_patient_access: an admin all, a provider their own and those under an active emergency
 -- grant), newest reading first, after a keyset cursor over (reading_recorded_at, id),
--- optionally of one status (null = all).
+-- optionally of one status (null = all), each with its patient's provider (the caller audits
+-- an alert only a grant opens as an emergency access without looking the patient up again).
 -- Params: actor_id, actor_is_admin, status, after_recorded_at, after_id, limit.
+-- Returns: the alert's columns and patient_provider_id.
 -- A generic plan cannot tell a provider's scope from an admin's: custom plans.
 -- plan: custom
 SELECT a.id, a.patient_id, a.kind, a.value, a.reading_recorded_at, a.source_device, a.min_value,
        a.max_value, a.rule_scope, a.severity, a.status, a.acknowledged_by, a.acknowledged_at,
-       a.resolved_by, a.resolved_at, a.version, a.created_at, a.updated_at
+       a.resolved_by, a.resolved_at, a.version, a.created_at, a.updated_at,
+       p.provider_id AS patient_provider_id
   FROM alerts a
   JOIN patients p ON p.id = a.patient_id
  WHERE p.deleted_at IS NULL
@@ -106,12 +109,13 @@ SELECT a.id, a.patient_id, a.kind, a.value, a.reading_recorded_at, a.source_devi
  LIMIT %(limit)s;
 
 -- name: get_alert^
--- One alert of a live patient the actor may see (as list_alerts). Params: id, actor_id,
--- actor_is_admin.
+-- One alert of a live patient the actor may see, with its patient's provider (as list_alerts).
+-- Params: id, actor_id, actor_is_admin. Returns: the alert's columns and patient_provider_id.
 -- plan: custom
 SELECT a.id, a.patient_id, a.kind, a.value, a.reading_recorded_at, a.source_device, a.min_value,
        a.max_value, a.rule_scope, a.severity, a.status, a.acknowledged_by, a.acknowledged_at,
-       a.resolved_by, a.resolved_at, a.version, a.created_at, a.updated_at
+       a.resolved_by, a.resolved_at, a.version, a.created_at, a.updated_at,
+       p.provider_id AS patient_provider_id
   FROM alerts a
   JOIN patients p ON p.id = a.patient_id
  WHERE a.id = %(id)s::uuid

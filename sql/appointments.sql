@@ -13,20 +13,19 @@ RETURNING id, patient_id, provider_id, starts_at, ends_at, status, cancelled_at,
 -- name: get_appointment^
 -- One appointment visible to the actor: an admin sees all; a provider those they see the
 -- patient in, and those of their live patients or of a patient they hold an active
--- emergency-access grant for (via_emergency_access: only through such a grant).
+-- emergency-access grant for. With the patient's provider (the caller tells an access only a
+-- grant allows without looking the patient up again); null when the patient is hidden from
+-- the actor (row-level security), who then reaches the appointment as the provider in it.
 -- Params: id, actor_id, actor_is_admin.
+-- Returns: the appointment's columns and patient_provider_id.
 SELECT a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.status, a.cancelled_at,
-       a.version, a.created_at, a.updated_at, a.created_by,
-       (NOT %(actor_is_admin)s AND a.provider_id <> %(actor_id)s
-        AND NOT EXISTS (SELECT 1 FROM patients p
-                         WHERE p.id = a.patient_id AND p.provider_id = %(actor_id)s)) AS via_emergency_access
+       a.version, a.created_at, a.updated_at, a.created_by, p.provider_id AS patient_provider_id
   FROM appointments a
+  LEFT JOIN patients p ON p.id = a.patient_id
  WHERE a.id = %(id)s
    AND (%(actor_is_admin)s OR a.provider_id = %(actor_id)s
-        OR EXISTS (SELECT 1 FROM patients p
-                    WHERE p.id = a.patient_id AND p.deleted_at IS NULL
-                      AND (p.provider_id = %(actor_id)s
-                           OR clarity_holds_emergency_grant(p.id, %(actor_id)s))));
+        OR (p.id IS NOT NULL AND p.deleted_at IS NULL
+            AND (p.provider_id = %(actor_id)s OR clarity_holds_emergency_grant(p.id, %(actor_id)s))));
 
 -- name: list_appointments_for_patient
 -- A patient's appointments (the caller checked the actor may see the patient) overlapping

@@ -71,6 +71,9 @@ class Alert:
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime
+    # The patient's provider, read by get and list only (None from the other queries): what
+    # services.patients.mark_emergency needs to audit an access only a grant allows.
+    patient_provider_id: uuid.UUID | None = None
 
 
 class AlertRepository:
@@ -117,14 +120,16 @@ class AlertRepository:
             "after_id": after_id, "limit": limit}, class_row(Alert))
 
     def list(self, actor, *, status=None, after=None, limit: int = 50) -> list[Alert]:
-        """A keyset page of the alerts of every live patient the actor may see."""
+        """A keyset page of the alerts of every live patient the actor may see, each with
+        ``patient_provider_id``."""
         after_recorded_at, after_id = after or (None, None)
         return self.q.list_alerts.all(self.conn, {
             **actor.scope(), "status": status, "after_recorded_at": after_recorded_at,
             "after_id": after_id, "limit": limit}, class_row(Alert))
 
     def get(self, alert_id, actor) -> Alert | None:
-        """The alert if the actor may see its patient; None otherwise (absent or out of scope)."""
+        """The alert, with ``patient_provider_id``, if the actor may see its patient; None
+        otherwise (absent or out of scope)."""
         return self.q.get_alert.one(self.conn, {"id": alert_id, **actor.scope()}, class_row(Alert))
 
     def set_status(self, alert_id, version: int, status: str, *, actor_id) -> Alert | None:

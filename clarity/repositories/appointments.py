@@ -27,7 +27,10 @@ class Appointment:
     created_at: dt.datetime
     updated_at: dt.datetime
     created_by: uuid.UUID
-    via_emergency_access: bool = False  # the actor sees it only through an emergency grant
+    # The patient's provider, read by get only (None from the other queries, and when the
+    # patient is hidden from the actor, who then is the provider in the appointment): what
+    # services.patients.mark_emergency needs to audit an access only a grant allows.
+    patient_provider_id: uuid.UUID | None = None
 
 
 class AppointmentRepository:
@@ -46,7 +49,8 @@ class AppointmentRepository:
         return row
 
     def get(self, appointment_id, actor) -> Appointment | None:
-        """The appointment if the actor may see it; None otherwise (absent or out of scope)."""
+        """The appointment, with ``patient_provider_id``, if the actor may see it; None
+        otherwise (absent or out of scope)."""
         return self.q.get_appointment.one(
             self.conn, {"id": appointment_id, **actor.scope()}, class_row(Appointment))
 

@@ -99,19 +99,20 @@ def list_alerts(uow, actor: Actor, *, status=None, after=None, limit: int = 50):
     """A keyset page of the alerts of every patient the actor may see (admins: all), newest
     reading first: ``(alerts, next_after)``. Audited as the query, then once per patient on the
     page with the kinds of their alerts (as an emergency access for a patient only a grant
-    opens: a provider's page is checked patient by patient)."""
+    opens, told by the patient's provider each alert is read with: one statement per page)."""
     uow.audit(AuditEvent(READ, "alert.list", ALERT, fields=("status",) if status else ()))
     require_role(actor, *PHI_ROLES)
     rows = uow.alerts.list(actor, status=status, after=after, limit=limit + 1)
     page = rows[:limit]
     kinds: dict = {}
+    providers: dict = {}
     for alert in page:
         kinds.setdefault(alert.patient_id, set()).add(alert.kind)
+        providers[alert.patient_id] = alert.patient_provider_id
     for patient_id, touched in kinds.items():
         event = AuditEvent(READ, "alert.list", ALERT, patient_id=patient_id, fields=tuple(sorted(touched)))
         uow.audit(event)
-        if not actor.is_admin:  # an admin's access is never an emergency one: no lookup
-            require_patient(uow, actor, patient_id, event)
+        mark_emergency(event, actor, providers[patient_id])
     return page, _next_after(rows, page, limit)
 
 
@@ -141,14 +142,15 @@ def change_alert_status(uow, actor: Actor, alert_id, version: int, status: str):
 
 
 def _visible(uow, actor: Actor, alert_id, event):
-    """The alert if the actor may see its patient (NotFound otherwise), ``event`` given its
-    patient and audited as require_patient audits the patient's data."""
+    """The alert if the actor may see its patient (Forbidden without a PHI role, NotFound
+    otherwise), ``event`` given its patient and audited as require_patient audits the
+    patient's data, from the patient's provider read with the alert."""
     require_role(actor, *PHI_ROLES)
     alert = uow.alerts.get(alert_id, actor)
     if alert is None:
         raise NotFound("No such alert.")
     event.patient_id = alert.patient_id
-    require_patient(uow, actor, alert.patient_id, event)
+    mark_emergency(event, actor, alert.patient_provider_id)
     return alert
 
 

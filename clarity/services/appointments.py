@@ -11,7 +11,7 @@ import datetime as dt
 from clarity.audit import CREATE, READ, UPDATE, AuditEvent
 from clarity.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from clarity.security.access import PHI_ROLES, PROVIDER, Actor, require_role
-from clarity.services.patients import require_patient, via_emergency_grant
+from clarity.services.patients import mark_emergency, require_patient
 
 ENTITY = "appointment"
 SCHEDULED, CANCELLED, COMPLETED = "scheduled", "cancelled", "completed"
@@ -126,13 +126,13 @@ def update_appointment(uow, actor: Actor, appointment_id, version: int, changes:
 def _visible(uow, actor, appointment_id, event):
     """The appointment if the actor may see it (NotFound otherwise), ``event`` given its
     patient. The provider seeing the patient in it reaches it as theirs; anyone else reaches
-    it through its patient, audited as require_patient audits the patient's data."""
+    it through its patient, audited as require_patient audits the patient's data, from the
+    patient's provider read with the appointment."""
     appointment = uow.appointments.get(appointment_id, actor)
     if appointment is None:
         raise NotFound("No such appointment.")
     event.patient_id = appointment.patient_id
-    if via_emergency_grant(actor, appointment.provider_id):
-        require_patient(uow, actor, appointment.patient_id, event)
+    mark_emergency(event, actor, appointment.provider_id, appointment.patient_provider_id)
     return appointment
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import psycopg
 import pytest
 
 from clarity.services.biometrics import KINDS
@@ -221,3 +222,76 @@ def test_an_emergency_grant_shows_a_patients_rules_but_does_not_let_you_change_t
     assert client.get(rules_url(patient), headers=covering.headers).status_code == 200
     assert client.put(rules_url(patient, "spo2"), json={"min_value": 88, "severity": "high"},
                       headers=covering.headers).status_code == 403
+
+
+def statements_run(monkeypatch) -> list[str]:
+    """The names (``/* clarity:<name> */``) of the statements run from now on, in order."""
+    executed, original = [], psycopg.Cursor.execute
+
+    def recording(self, query, *args, **kwargs):
+        text = str(query)
+        executed.append(text.split("*/")[0].replace("/* clarity:", "").strip() if "clarity:" in text else text[:30])
+        return original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    return executed
+
+
+def grant(client, staff, patient_id):
+    response = client.post(f"/api/v1/patients/{patient_id}/emergency-access", json={"reason": "Covering the ward"},
+                           headers=staff.headers)
+    assert response.status_code == 201, response.get_json()
+
+
+def test_reading_or_changing_an_alert_through_a_grant_runs_one_read_and_is_audited_as_emergency(
+        client, conn, make_staff, provider, patient, monkeypatch):
+    responder = make_staff("provider")
+    ingest(client, provider, patient, [reading(value=150)])
+    [alert] = alerts_of(client, provider, patient).get_json()
+    grant(client, responder, patient)
+    url = f"/api/v1/alerts/{alert['id']}"
+    executed = statements_run(monkeypatch)
+
+    assert client.get(url, headers=responder.headers).status_code == 200
+    assert executed == ["get_token_actor", "get_alert", "insert_audit_events"]
+    executed.clear()
+    assert client.patch(url, json={"status": "acknowledged"}, headers=if_match(responder, 1)).status_code == 200
+    assert executed == ["get_token_actor", "get_alert", "update_alert_status", "insert_audit_events"]
+    executed.clear()
+    assert client.get(url, headers=provider.headers).status_code == 200
+    assert executed == ["get_token_actor", "get_alert", "insert_audit_events"]
+
+    monkeypatch.undo()
+    events = conn.execute("SELECT actor_id, event_type, patient_id::text FROM audit_events WHERE entity_id = %s "
+                          "ORDER BY id", (alert["id"],)).fetchall()
+    assert events == [(responder.id, "alert.emergency_read", patient),
+                      (responder.id, "alert.emergency_update", patient),
+                      (provider.id, "alert.read", patient)]
+
+
+def test_the_alerts_list_is_one_statement_however_many_patients_are_on_the_page(
+        client, conn, make_staff, provider, create_patient, monkeypatch):
+    responder = make_staff("provider")
+    theirs = [create_patient(provider)["id"] for _ in range(3)]
+    own = create_patient(responder)["id"]
+    for n, patient_id in enumerate(theirs):
+        ingest(client, provider, patient_id, [reading(value=150, minute=n)])
+    ingest(client, responder, own, [reading("spo2", 80, minute=5)])
+    for patient_id in theirs[:2]:
+        grant(client, responder, patient_id)
+    executed = statements_run(monkeypatch)
+
+    listed = client.get("/api/v1/alerts", headers=responder.headers)
+    assert listed.status_code == 200
+    assert executed == ["get_token_actor", "list_alerts", "insert_audit_events"]
+    executed.clear()
+    assert len(client.get("/api/v1/alerts", headers=provider.headers).get_json()) == 3
+    assert executed == ["get_token_actor", "list_alerts", "insert_audit_events"]
+
+    monkeypatch.undo()
+    assert {a["patient_id"] for a in listed.get_json()} == {*theirs[:2], own}
+    events = conn.execute("SELECT event_type, patient_id::text, fields FROM audit_events WHERE actor_id = %s "
+                          "AND patient_id IS NOT NULL AND event_type LIKE 'alert.%%'", (responder.id,)).fetchall()
+    assert sorted(events) == sorted([("alert.emergency_list", theirs[0], ["heart_rate"]),
+                                     ("alert.emergency_list", theirs[1], ["heart_rate"]),
+                                     ("alert.list", own, ["spo2"])])

@@ -512,3 +512,52 @@ def test_cancelling_a_patients_upcoming_appointments_frees_their_providers_slots
     statuses = {a["status"] for a in client.get(f"/api/v1/patients/{patient['id']}/appointments",
                                                   headers=provider.headers).get_json()}
     assert statuses == {"cancelled"}
+
+
+def statements_run(monkeypatch) -> list[str]:
+    """The names (``/* clarity:<name> */``) of the statements run from now on, in order."""
+    executed, original = [], psycopg.Cursor.execute
+
+    def recording(self, query, *args, **kwargs):
+        text = str(query)
+        executed.append(text.split("*/")[0].replace("/* clarity:", "").strip() if "clarity:" in text else text[:30])
+        return original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    return executed
+
+
+def test_reading_or_changing_an_appointment_through_a_grant_runs_one_read_and_is_audited_as_emergency(
+        client, conn, make_staff, provider, patient, monkeypatch):
+    responder = make_staff("provider")
+    appointment = booked(client, provider, patient["id"])
+    assert client.post(f"/api/v1/patients/{patient['id']}/emergency-access", json={"reason": "Collapsed in clinic"},
+                       headers=responder.headers).status_code == 201
+    executed = statements_run(monkeypatch)
+
+    assert client.get(f"{URL}/{appointment['id']}", headers=responder.headers).status_code == 200
+    assert executed == ["get_token_actor", "get_appointment", "insert_audit_events"]
+    executed.clear()
+    assert patch(client, responder, appointment, {"status": "cancelled"}).status_code == 200
+    assert executed == ["get_token_actor", "get_appointment", "update_appointment_status", "insert_audit_events"]
+    executed.clear()
+    assert client.get(f"{URL}/{appointment['id']}", headers=provider.headers).status_code == 200
+    assert executed == ["get_token_actor", "get_appointment", "insert_audit_events"]
+
+    monkeypatch.undo()
+    events = conn.execute("SELECT actor_id, event_type, patient_id::text FROM audit_events WHERE entity_id = %s "
+                          "AND action IN ('R', 'U') ORDER BY id", (appointment["id"],)).fetchall()
+    assert events == [(responder.id, "appointment.emergency_read", patient["id"]),
+                      (responder.id, "appointment.emergency_update", patient["id"]),
+                      (provider.id, "appointment.read", patient["id"])]
+
+
+def test_reading_an_appointment_booked_with_a_colleague_is_no_emergency_access_for_either_provider(
+        client, conn, admin, make_staff, provider, patient):
+    covering = make_staff("provider")
+    appointment = booked(client, admin, patient["id"], provider_id=str(covering.id))
+    for staff in (covering, provider):
+        assert client.get(f"{URL}/{appointment['id']}", headers=staff.headers).status_code == 200
+    events = conn.execute("SELECT actor_id, event_type FROM audit_events WHERE entity_id = %s "
+                          "AND event_type LIKE 'appointment.%%read' ORDER BY id", (appointment["id"],)).fetchall()
+    assert events == [(covering.id, "appointment.read"), (provider.id, "appointment.read")]
