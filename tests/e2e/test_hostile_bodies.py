@@ -63,6 +63,14 @@ def test_deep_nesting_is_400_for_everyone_and_401_first_for_the_anonymous(api, p
         response = send("POST", f"{api}/patients", raw, provider_headers)
         assert response.status_code == 400, (depth, response.text)
         assert "nests deeper" in response.json()["detail"]
+        assert send("POST", f"{api}/auth/tokens", raw).status_code == 400
+
+
+def test_a_malformed_sign_in_is_4xx_never_500(api, provider_email):
+    for raw in (json.dumps({"email": provider_email, "password": LONE}),
+                f'{{"email": "{provider_email}", "password": {HUGE}}}'):
+        response = send("POST", f"{api}/auth/tokens", raw)
+        assert response.status_code == 422 and response.json()["field"] == "password", response.text
 
 
 def test_a_huge_integer_anywhere_is_422_naming_the_field(api, provider_headers, patient_id):
