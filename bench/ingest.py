@@ -145,7 +145,8 @@ def run(env: dict, *, seconds: float = SECONDS, pg_pid: int | None = None, log_d
         actor = Actor(provider_id, "provider")
         batches = Batches()
 
-        server = Gunicorn("wsgi:app", {**os.environ, **env, "CLARITY_ENV": "development", "CLARITY_LOG_LEVEL": "WARNING"},
+        server = Gunicorn("wsgi:app", {**os.environ, **env, "CLARITY_ENV": "development", "CLARITY_LOG_LEVEL": "WARNING",
+                                       "CLARITY_RATE_LIMIT_ENABLED": "0"},
                           log_dir / "gunicorn-ingest.log", WORKERS)
         server.wait_until_ok()
         session = requests.Session()

@@ -197,7 +197,8 @@ def main() -> None:
         list_file = BASE / "list-queries.txt"
         write_list_queries(env["DATABASE_URL"], seeded, list_file)
 
-        app_env = {**os.environ, **env, "CLARITY_ENV": "development"}
+        # A benchmark's few tokens send far more than any person: rate limits off.
+        app_env = {**os.environ, **env, "CLARITY_ENV": "development", "CLARITY_RATE_LIMIT_ENABLED": "0"}
         clarity = Gunicorn("wsgi:app", app_env, BASE / "gunicorn-clarity.log", WORKERS)
         servers.append(clarity)
         floor = Gunicorn("bench.floor_app:app", app_env, BASE / "gunicorn-floor.log", WORKERS)

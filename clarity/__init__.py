@@ -15,6 +15,7 @@ class Clarity:
     db: object
     passwords: object
     cache: object = None  # flask-caching, for what holds no PHI (the OpenAPI document)
+    limiter: object = None  # flask-limiter: the API's rate limits
 
 
 def create_app(settings=None, *, keyring=None) -> Flask:

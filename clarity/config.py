@@ -42,6 +42,11 @@ class Settings:
     emergency_access_minutes: int = 60
     log_level: str = "INFO"
     audit_seal_interval_seconds: float = 5.0  # 0 disables the background sealer
+    redis_url: str | None = None  # rate-limit counters; None keeps them in each process
+    rate_limit: str = "600 per minute"  # per principal (a signed-in user)
+    rate_limit_anonymous: str = "120 per minute"  # per client address (sign-in)
+    rate_limit_expensive_cost: int = 10  # what a search, a scanning list or a batch ingest counts
+    rate_limit_enabled: bool = True
 
     @property
     def conninfo(self) -> str:
@@ -65,6 +70,7 @@ _INT_FIELDS = {
     "CLARITY_ARGON2_MEMORY_KIB": "argon2_memory_kib",
     "CLARITY_PROXY_COUNT": "proxy_count",
     "CLARITY_EMERGENCY_ACCESS_MINUTES": "emergency_access_minutes",
+    "CLARITY_RATE_LIMIT_EXPENSIVE_COST": "rate_limit_expensive_cost",
 }
 # Settings that no longer exist: refused by name, so an operator who relied on one learns what
 # replaced it instead of having it silently ignored.
@@ -120,6 +126,12 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     values["database_url"] = environ.get("DATABASE_URL") or None
     values["migration_database_url"] = environ.get("CLARITY_MIGRATION_DATABASE_URL") or None
     values["log_level"] = environ.get("CLARITY_LOG_LEVEL", "INFO").upper()
+    values["redis_url"] = environ.get("REDIS_URL") or None
+    for var, field in (("CLARITY_RATE_LIMIT", "rate_limit"), ("CLARITY_RATE_LIMIT_ANONYMOUS", "rate_limit_anonymous")):
+        if environ.get(var):
+            values[field] = environ[var]
+    if environ.get("CLARITY_RATE_LIMIT_ENABLED"):
+        values["rate_limit_enabled"] = _flag(environ["CLARITY_RATE_LIMIT_ENABLED"], "CLARITY_RATE_LIMIT_ENABLED")
     for var, replacement in _REMOVED.items():
         if environ.get(var):
             raise ConfigError(f"{var} is no longer supported; {replacement}")
@@ -150,6 +162,11 @@ def validate(settings: Settings) -> None:
     for var, field in _LOGIN_MINIMUMS.items():
         if getattr(settings, field) < 1:
             raise ConfigError(f"{var} must be at least 1")
+    for var, text in (("CLARITY_RATE_LIMIT", settings.rate_limit),
+                      ("CLARITY_RATE_LIMIT_ANONYMOUS", settings.rate_limit_anonymous)):
+        _rate_limit(text, var)
+    if settings.rate_limit_expensive_cost < 1:
+        raise ConfigError("CLARITY_RATE_LIMIT_EXPENSIVE_COST must be at least 1")
     if settings.env == "production":
         missing = [name for name, value in (
             ("DATABASE_URL", settings.database_url),
@@ -168,3 +185,21 @@ def _number(text: str, var: str, kind):
     if value < 0:
         raise ConfigError(f"{var} must not be negative")
     return value
+
+
+def _flag(text: str, var: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"{var} must be 1 or 0")
+    return value in ("1", "true", "yes", "on")
+
+
+def _rate_limit(text: str, var: str) -> None:
+    """Refuse a rate limit flask-limiter cannot read, such as ``600 per minute`` or ``10/second``."""
+    from limits import parse_many
+
+    try:
+        if not parse_many(text):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{var} must look like '600 per minute' (several: '10/second; 600/minute')") from None

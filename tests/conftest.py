@@ -16,7 +16,7 @@ import testing.postgresql
 from psycopg import sql
 from yoyo import get_backend, read_migrations
 
-from clarity import create_app, localpg
+from clarity import create_app, localpg, localredis
 from clarity.cli import yoyo_url
 from clarity.config import Settings
 from clarity.db import MIGRATIONS_DIR
@@ -78,6 +78,15 @@ def server(tmp_path_factory):
     pg.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A redis-server of the session's own, on a free port (never the machine's)."""
+    redis = localredis.Redis(tmp_path_factory.mktemp("redis"))
+    url = redis.start()
+    yield url
+    redis.stop()
+
+
 @pytest.fixture
 def fresh_database(server):
     """A database cloned from the migrated template, dropped after the test: for real commits."""
@@ -102,7 +111,10 @@ def make_settings(server, database, **overrides) -> Settings:
     values = dict(env="test", database_url=server.url(database, APP_ROLE),
                   migration_database_url=server.url(database),
                   pool_min_size=1, pool_max_size=4, pool_timeout=2.0,
-                  argon2_time_cost=1, argon2_memory_kib=1024)
+                  argon2_time_cost=1, argon2_memory_kib=1024,
+                  # One app serves the whole session: its counters would carry over from test to
+                  # test. tests/api/test_rate_limits.py builds apps with limits on.
+                  rate_limit_enabled=False)
     values.update(overrides)
     return Settings(**values)
 

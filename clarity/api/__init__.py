@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from clarity import errors
-from clarity.api import access, body
+from clarity.api import access, body, limits
 from clarity.api.openapi import ClarityApi
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,12 @@ def init_app(app) -> None:
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
     _cache_openapi_document(app)
-    # Order matters: the request id, then the token and role (access), then the media type.
+    # Order matters: the request id, the token (401), the rate limit (429), the role (403), and
+    # only then the media type (415) and, in the view, the body.
     app.before_request(_assign_request_id)
     app.before_request(access.authenticate_request)
+    app.extensions["clarity"].limiter = limits.init_app(app, settings)
+    app.before_request(access.authorize_request)
     app.before_request(_require_json_body)
     app.after_request(_finish_response)
     app.teardown_request(access.end_unopened_unit)

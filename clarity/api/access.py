@@ -35,8 +35,9 @@ def is_public(endpoint: str | None) -> bool:
 
 
 def authenticate_request() -> None:
-    """before_request: open the request's unit of work, check the bearer token in it (401)
-    and the route's roles (403), and leave the unit for the view (``common.run``).
+    """before_request: open the request's unit of work, check the bearer token in it (401),
+    and leave the unit for the view (``common.run``); the rate limit and then the route's roles
+    (``authorize_request``) are checked next.
 
     Unrouted requests (404/405) and public routes pass untouched; nothing of the request's
     body or query string is read here.
@@ -50,12 +51,25 @@ def authenticate_request() -> None:
     clarity = current_app.extensions["clarity"]
     uow = clarity.db.begin(request_id=g.request_id, client_addr=request.remote_addr)
     try:
-        actor = auth.authenticate(uow, token, settings=clarity.settings)
-        _require_route_role(uow, actor, current_app.view_functions[endpoint])
+        auth.authenticate(uow, token, settings=clarity.settings)
     except BaseException as exc:
         uow.end(exc)
         raise
     g.unit = uow
+
+
+def authorize_request() -> None:
+    """before_request, after authentication: the route's roles (403, audited), checked before
+    the body is read. A denied request's unit of work ends here, keeping its audit event."""
+    uow = g.get("unit")
+    if uow is None:
+        return
+    try:
+        _require_route_role(uow, uow.actor, current_app.view_functions[request.endpoint])
+    except BaseException as exc:
+        g.pop("unit")
+        uow.end(exc)
+        raise
 
 
 def end_unopened_unit(exc: BaseException | None = None) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 from marshmallow import RAISE, Schema, fields, validate
 
 from clarity.api.access import roles
+from clarity.api.limits import expensive
 from clarity.api.common import Blueprint, cursor_field, decode_cursor, limit_field, next_link, run
 from clarity.security.access import ADMIN, AUDITOR
 from clarity.services import audit_events
@@ -52,6 +53,7 @@ class AuditEventSchema(Schema):
 @blp.arguments(AuditEventListArgs, location="query", unknown=RAISE)
 @blp.response(200, AuditEventSchema(many=True))
 @roles(ADMIN, AUDITOR)
+@expensive
 def list_audit_events(args):
     """Audit events, newest first (by time, then id), filtered by ``patient_id``, ``actor_id``,
     ``action`` (C, R, U, D, E) and the time range ``from`` (inclusive) – ``to`` (exclusive);

@@ -11,6 +11,7 @@ from flask import request
 from marshmallow import RAISE, Schema, fields, validate
 
 from clarity.api.access import roles
+from clarity.api.limits import expensive
 from clarity.api.common import Blueprint, cursor_field, decode_cursor, limit_field, next_link, run
 from clarity.security.access import PHI_ROLES
 from clarity.errors import Invalid
@@ -154,6 +155,7 @@ def _reading_key(text: str) -> tuple[str, str]:
     {"type": "array", "items": BiometricReadingSchema, "minItems": 1, "maxItems": MAX_BATCH}]}}}})
 @blp.response(201, BiometricIngestResultSchema)
 @roles(*PHI_ROLES)
+@expensive
 def ingest(patient_id):
     """Store one reading or a batch of up to 10,000, all or nothing (422 naming the first bad
     reading's index and field, e.g. ``[3].value``). A reading already stored (same kind,
@@ -183,6 +185,7 @@ def list_readings(args, patient_id):
 @blp.arguments(SummaryArgs, location="query", unknown=RAISE)
 @blp.response(200, BiometricSummarySchema)
 @roles(*PHI_ROLES)
+@expensive
 def summary(args, patient_id):
     """count, min, max and avg per kind and UTC ``bucket`` (``hour`` or ``day``, the default)
     over [``from``, ``to``): ``to`` defaults to now, ``from`` to a day (hours) or 30 days (days)

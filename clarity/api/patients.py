@@ -6,6 +6,7 @@ import datetime as dt
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from clarity.api.access import roles
+from clarity.api.limits import expensive
 from clarity.api.openapi import any_of_required, if_match
 from clarity.api.common import Blueprint, Text, cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
 from clarity.security.access import PHI_ROLES
@@ -164,6 +165,7 @@ def create_patient(body):
 @blp.arguments(PatientListArgs, location="query", unknown=RAISE)
 @blp.response(200, PatientSchema(many=True))
 @roles(*PHI_ROLES)
+@expensive
 def list_patients(args):
     """The actor's patients, oldest first, filtered by status and date of birth range; the
     next page is in the ``Link`` header. Searches by MRN, email or name: POST /search."""
@@ -177,6 +179,7 @@ def list_patients(args):
 @blp.arguments(PatientSearchSchema)
 @blp.response(200, PatientPageSchema)
 @roles(*PHI_ROLES)
+@expensive
 def search_patients(body):
     """Find the actor's patients by MRN, email and/or last name (case- and accent-insensitive).
     The criteria travel in the body because PHI never goes into a URL."""

@@ -1,0 +1,113 @@
+"""A local redis-server for development and tests; production sets REDIS_URL.
+
+Bound to 127.0.0.1 on a free port, keeping nothing on disk (it holds only rate-limit counters),
+installed with apt-get when missing. ``make run`` keeps one under ``.var/redis``; tests start
+their own.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def ensure_installed() -> str:
+    """The path of redis-server, installing Debian's package when it is missing (as root)."""
+    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if found:
+        return found
+    if os.geteuid() != 0:
+        sys.exit("redis-server is missing: install the 'redis-server' package.")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"], check=True, env=env)
+    found = shutil.which("redis-server")
+    if not found:
+        sys.exit("apt-get installed redis-server but it is not on PATH")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Redis:
+    """A redis-server under ``base`` (its pid, port and log), started by ``start``."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.pid_file = base / "redis.pid"
+        self.port_file = base / "port"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port_file.read_text().strip()}/0"
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start the server unless it runs already; return its URL once it answers."""
+        if self.running():
+            return self.url
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.base.chmod(0o700)
+        self.port_file.write_text(str(free_port()))
+        port = self.port_file.read_text().strip()
+        subprocess.run([ensure_installed(), "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+                        "--daemonize", "yes", "--pidfile", str(self.pid_file), "--dir", str(self.base),
+                        "--logfile", str(self.base / "redis.log"), "--protected-mode", "yes"],
+                       check=True, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not self._answers(int(port)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start; see {self.base / 'redis.log'}")
+            time.sleep(0.05)
+        return self.url
+
+    def stop(self) -> None:
+        pid = self._pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        for _ in range(100):
+            if not self._alive(pid):
+                break
+            time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+
+    def running(self) -> bool:
+        pid = self._pid()
+        return pid is not None and self._alive(pid) and self.port_file.exists()
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    @staticmethod
+    def _answers(port: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
