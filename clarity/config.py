@@ -78,15 +78,9 @@ _REMOVED = {
     "CLARITY_LOGIN_MAX_FAILURES": "the account lockout is gone: use CLARITY_LOGIN_MAX_FAILURES_PER_PAIR "
                                   "and CLARITY_LOGIN_ACCOUNT_BACKOFF_AFTER",
 }
-# At least 1: a limit of 0 would refuse every sign-in.
-_LOGIN_MINIMUMS = {
-    "CLARITY_LOGIN_FAILURE_WINDOW_SECONDS": "login_failure_window_seconds",
-    "CLARITY_LOGIN_MAX_FAILURES_PER_PAIR": "login_max_failures_per_pair",
-    "CLARITY_LOGIN_MAX_FAILURES_PER_ADDRESS": "login_max_failures_per_address",
-    "CLARITY_LOGIN_ACCOUNT_BACKOFF_AFTER": "login_account_backoff_after",
-    "CLARITY_LOGIN_ACCOUNT_BACKOFF_MAX_SECONDS": "login_account_backoff_max_seconds",
-    "CLARITY_LOGIN_ACCOUNT_WINDOW_SECONDS": "login_account_window_seconds",
-}
+# At least 1: a limit of 0 would refuse every sign-in (0 familiar-address days means none).
+_LOGIN_MINIMUMS = {var: field for var, field in _INT_FIELDS.items()
+                   if var.startswith("CLARITY_LOGIN_") and var != "CLARITY_LOGIN_FAMILIAR_ADDRESS_DAYS"}
 _FLOAT_FIELDS = {
     "CLARITY_DB_POOL_TIMEOUT": "pool_timeout",
     "CLARITY_DB_POOL_MAX_LIFETIME": "pool_max_lifetime",

@@ -225,3 +225,16 @@ def create_patient(client):
         return response.get_json()
 
     return create
+
+
+def statements_run(monkeypatch) -> list[str]:
+    """The names (``/* clarity:<name> */``) of the statements run from now on, in order."""
+    executed, original = [], psycopg.Cursor.execute
+
+    def recording(self, query, *args, **kwargs):
+        text = str(query)
+        executed.append(text.split("*/")[0].replace("/* clarity:", "").strip() if "clarity:" in text else text[:30])
+        return original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    return executed

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-import psycopg
 import pytest
 
 from clarity.services.biometrics import KINDS
+from tests.conftest import statements_run
 
 BASE = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
 
@@ -222,19 +222,6 @@ def test_an_emergency_grant_shows_a_patients_rules_but_does_not_let_you_change_t
     assert client.get(rules_url(patient), headers=covering.headers).status_code == 200
     assert client.put(rules_url(patient, "spo2"), json={"min_value": 88, "severity": "high"},
                       headers=covering.headers).status_code == 403
-
-
-def statements_run(monkeypatch) -> list[str]:
-    """The names (``/* clarity:<name> */``) of the statements run from now on, in order."""
-    executed, original = [], psycopg.Cursor.execute
-
-    def recording(self, query, *args, **kwargs):
-        text = str(query)
-        executed.append(text.split("*/")[0].replace("/* clarity:", "").strip() if "clarity:" in text else text[:30])
-        return original(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
-    return executed
 
 
 def grant(client, staff, patient_id):

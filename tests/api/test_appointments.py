@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from clarity.security.access import Actor
+from tests.conftest import statements_run
 
 URL = "/api/v1/appointments"
 EXCLUSION = "appointments_provider_id_starts_at_excl"
@@ -512,19 +513,6 @@ def test_cancelling_a_patients_upcoming_appointments_frees_their_providers_slots
     statuses = {a["status"] for a in client.get(f"/api/v1/patients/{patient['id']}/appointments",
                                                   headers=provider.headers).get_json()}
     assert statuses == {"cancelled"}
-
-
-def statements_run(monkeypatch) -> list[str]:
-    """The names (``/* clarity:<name> */``) of the statements run from now on, in order."""
-    executed, original = [], psycopg.Cursor.execute
-
-    def recording(self, query, *args, **kwargs):
-        text = str(query)
-        executed.append(text.split("*/")[0].replace("/* clarity:", "").strip() if "clarity:" in text else text[:30])
-        return original(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
-    return executed
 
 
 def test_reading_or_changing_an_appointment_through_a_grant_runs_one_read_and_is_audited_as_emergency(

@@ -1,8 +1,9 @@
 """GET /patients/{id}/overview: the patient and its clinical summary from a single statement."""
 import datetime as dt
 
-import psycopg
 import pytest
+
+from tests.conftest import statements_run
 
 URL = "/api/v1/patients"
 
@@ -51,14 +52,7 @@ def test_the_overview_of_a_bare_patient_has_empty_parts(client, provider, create
 
 
 def test_the_overview_is_read_by_one_statement(client, provider, charted, monkeypatch):
-    executed = []
-    original = psycopg.Cursor.execute
-
-    def counting(self, query, *args, **kwargs):
-        executed.append(str(query).split("*/")[0].replace("/* clarity:", "").strip() if "clarity:" in str(query) else str(query)[:30])
-        return original(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+    executed = statements_run(monkeypatch)
     assert client.get(f"{URL}/{charted['id']}/overview", headers=provider.headers).status_code == 200
     assert executed == ["get_token_actor", "get_patient_overview", "insert_audit_events"]
 
