@@ -3,7 +3,11 @@ import multiprocessing
 import os
 
 bind = os.environ.get("CLARITY_BIND", "127.0.0.1:8000")
-# Sync workers, about two per core, measured best on small machines.
+# Sync workers, about two per core, measured best on small machines. A sync worker reads each
+# request itself, however slowly it arrives: four clients that connect and send nothing hold all
+# four for the whole timeout. So they serve only behind a buffering proxy: make run puts nginx in
+# front (deploy/nginx.conf, clarity/localnginx.py), and so should production (README, "In front
+# of gunicorn"); CLARITY_BIND is then a unix socket or a private port.
 workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
 worker_class = "sync"
 timeout = int(os.environ.get("CLARITY_WORKER_TIMEOUT", "30"))

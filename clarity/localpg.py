@@ -6,9 +6,9 @@ user owns under ``/var/lib/clarity``, linked from ``.var/`` (see ``Cluster``). T
 binaries are installed with apt-get when missing.
 
     python -m clarity.localpg ensure   # install the server binaries if missing
-    python -m clarity.localpg serve    # make run: local cluster, keys, migrations, demo users, gunicorn
+    python -m clarity.localpg serve    # make run: local cluster, keys, migrations, demo users, nginx + gunicorn
     python -m clarity.localpg stop     # stop the make run cluster
-    python -m clarity.localpg clean    # make clean: stop and delete every local cluster of this checkout
+    python -m clarity.localpg clean    # make clean: stop make run's nginx, stop and delete every local cluster
 
 ``make clean`` runs this file as a script with the system Python (``python3 -P
 clarity/localpg.py clean``), since .venv may be gone and importing the package needs Flask: so
@@ -24,9 +24,11 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,10 @@ VAR = ROOT / ".var"
 PG_USER = "clarity-pg"
 STATE_ROOT = Path("/var/lib/clarity")
 APP_ROLE = "clarity_web"
+# make run's nginx (clarity.localnginx): its directory beside the clusters, and its pid file.
+FRONT = "nginx"
+FRONT_PID = "nginx.pid"
+REDIS = "redis"  # make run's redis-server, in .var/redis
 
 
 def bindir() -> Path | None:
@@ -50,15 +56,30 @@ def ensure_installed() -> Path:
     found = bindir()
     if found:
         return found
+    apt_install("postgresql")
+    return bindir() or sys.exit("apt-get installed postgresql but no initdb was found")
+
+
+def apt_install(package: str) -> None:
+    """Install a Debian package (as root; otherwise exit asking for it) without starting the
+    package's own service, which would take its standard port: a policy-rc.d refuses it during
+    the install, unless the machine has one already."""
     if os.geteuid() != 0:
-        sys.exit("PostgreSQL server binaries are missing: install the 'postgresql' package.")
+        sys.exit(f"{package} is missing: install the '{package}' package.")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"], check=True, env=env)
-    found = bindir()
-    if not found:
-        sys.exit("apt-get installed postgresql but no initdb was found")
-    return found
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+        if subprocess.run(install, env=env).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+            subprocess.run(install, check=True, env=env)
+    finally:
+        if ours:
+            policy.unlink()
 
 
 def _owner() -> pwd.struct_passwd | None:
@@ -79,6 +100,40 @@ def _as_owner(argv: list[str]) -> list[str]:
         return argv
     # setpriv execs in place (no extra process), so signals reach the server directly.
     return ["setpriv", f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}", "--clear-groups", "--", *argv]
+
+
+def _dies_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` set to receive SIGTERM when the process that started it dies, however it dies.
+
+    setpriv sets the parent-death signal and execs in place. Changing user clears that signal,
+    so as root wrap the result in ``_as_owner``, not the other way round.
+    """
+    return ["setpriv", "--pdeathsig", "TERM", "--", *argv]
+
+
+def stop_pid_file(pid_file: Path, command: bytes, timeout: float = 10) -> None:
+    """Stop the process ``pid_file`` names, if it runs and its command line contains ``command``
+    (so a reused pid is left alone): SIGTERM, then SIGKILL after ``timeout`` seconds. The file
+    is removed either way."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+
+    def running() -> bool:
+        try:
+            return command in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    if running():
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if running():
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
 
 
 def _run_server_command(argv: list[str], check: bool = True) -> int:
@@ -155,7 +210,8 @@ def state_dir(var: Path) -> Path:
 
 
 def _prepare_home(base: Path, owner: pwd.struct_passwd | None) -> Path:
-    """Make ``base`` ready for a new cluster; return the real directory behind it (mode 700).
+    """Make ``base`` ready for a new cluster (or make run's nginx); return the real directory
+    behind it (mode 700).
 
     Without ``owner`` (we are not root) that is ``base`` itself. As root it belongs to ``owner``
     and lives in ``state_dir``, ``base`` being a link to it: the server user must reach it, and
@@ -264,12 +320,18 @@ class Cluster:
 
 
 def clean(var: Path = VAR) -> None:
-    """``make clean``: stop and delete every local cluster of the checkout holding ``var``.
+    """``make clean``: stop make run's nginx and redis-server, stop and delete every local cluster of the checkout
+    holding ``var``.
 
     That is each cluster in ``var`` (the make run cluster, the benchmarks') and, as root, any
     left in the checkout's ``state_dir`` after ``var`` was deleted by hand. ``var`` itself is
     left for the caller to remove.
     """
+    # A make run killed outright may have left its nginx running (its directory goes below);
+    # its redis-server (rate-limit counters, nothing on disk) runs until now.
+    for front in (var / FRONT, state_dir(var) / FRONT):
+        stop_pid_file(front / FRONT_PID, b"nginx")
+    stop_pid_file(var / REDIS / "redis.pid", b"redis-server")
     bases = [p for p in var.iterdir() if p.is_symlink() or (p / "data").is_dir()] if var.is_dir() else []
     for base in bases:
         Cluster(base).destroy()
@@ -334,7 +396,16 @@ def dev_environment() -> dict:
 
 
 def serve() -> None:
-    """``make run``: without DATABASE_URL, a local cluster with keys, migrations and demo users."""
+    """``make run``: nginx on CLARITY_BIND (default 127.0.0.1:8000) in front of gunicorn, which
+    listens on a socket in nginx's directory; without DATABASE_URL, first a local cluster with
+    keys, migrations and demo users.
+
+    gunicorn's sync workers must not face clients directly: one that connects and sends nothing
+    holds a worker for its whole timeout (see clarity.localnginx). Runs until either server
+    exits or we get SIGINT, SIGTERM or SIGHUP, then stops both; exits with gunicorn's status.
+    """
+    from clarity import localnginx, localredis
+
     env = dict(os.environ)
     if not env.get("DATABASE_URL"):
         if env.get("CLARITY_ENV") == "production":
@@ -343,9 +414,55 @@ def serve() -> None:
         env.setdefault("CLARITY_DEMO_PASSWORD", "clarity-demo-password")
         print(f"Local PostgreSQL in {(VAR / 'pg').resolve()}; development keys in {VAR / 'dev.env'}", flush=True)
         subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "seed", "demo"], check=True, env=env, cwd=ROOT)
+    if not env.get("REDIS_URL") and env.get("CLARITY_ENV") != "production":
+        env["REDIS_URL"] = localredis.Redis(VAR / REDIS).start()
+        print(f"Local redis-server (rate limits) at {env['REDIS_URL']}, in {VAR / REDIS}", flush=True)
+    listen = env.get("CLARITY_BIND") or "127.0.0.1:8000"
+    home = _prepare_home(VAR / FRONT, _owner())
+    upstream = _private_bind(home / "gunicorn.sock")
+    # nginx is one more proxy the app must trust for the client address.
+    env.update(CLARITY_BIND=upstream, CLARITY_PROXY_COUNT=str(int(env.get("CLARITY_PROXY_COUNT") or 0) + 1))
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    os.chdir(ROOT)
-    os.execve(gunicorn, [gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], env)
+    app = subprocess.Popen(_dies_with_parent([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"]), cwd=ROOT, env=env)
+    status = 0
+    try:
+        with localnginx.running(listen, upstream, home) as front:
+            print(f"nginx listens on {listen} in front of gunicorn at {upstream}", flush=True)
+            while app.poll() is None and front.poll() is None:
+                time.sleep(0.5)
+            if front.returncode is not None:
+                print(f"nginx exited ({front.returncode}); see {home / 'error.log'}", file=sys.stderr)
+                status = 1
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:  # nginx did not start (the port is taken, say)
+        print(exc, file=sys.stderr)
+        status = 1
+    finally:
+        _stop_child(app, timeout=25)
+    sys.exit(status or max(app.returncode, 0))
+
+
+def _private_bind(socket_path: Path) -> str:
+    """gunicorn's bind behind make run's nginx: a unix socket in nginx's private directory,
+    which no other local user can reach, or a free port of 127.0.0.1 when that path is too
+    long for a socket address."""
+    if len(str(socket_path)) < 100:
+        return f"unix:{socket_path}"
+    return f"127.0.0.1:{free_port()}"
+
+
+def _stop_child(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM ``process`` (a child) unless it has exited, and wait; SIGKILL after ``timeout`` s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 if __name__ == "__main__":

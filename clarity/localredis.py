@@ -8,34 +8,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from clarity import localpg
+
+_PATH = os.pathsep.join((os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin"))
+
 
 def ensure_installed() -> str:
-    """The path of redis-server, installing Debian's package when it is missing (as root)."""
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    """The path of redis-server, installing Debian's package (not its service, which would
+    take port 6379) when it is missing."""
+    found = shutil.which("redis-server", path=_PATH)
     if found:
         return found
-    if os.geteuid() != 0:
-        sys.exit("redis-server is missing: install the 'redis-server' package.")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"], check=True, env=env)
-    found = shutil.which("redis-server")
-    if not found:
-        sys.exit("apt-get installed redis-server but it is not on PATH")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    localpg.apt_install("redis-server")
+    return shutil.which("redis-server", path=_PATH) or sys.exit("apt-get installed redis-server but it is not on PATH")
 
 
 class Redis:
@@ -56,7 +47,7 @@ class Redis:
             return self.url
         self.base.mkdir(parents=True, exist_ok=True)
         self.base.chmod(0o700)
-        self.port_file.write_text(str(free_port()))
+        self.port_file.write_text(str(localpg.free_port()))
         port = self.port_file.read_text().strip()
         subprocess.run([ensure_installed(), "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
                         "--daemonize", "yes", "--pidfile", str(self.pid_file), "--dir", str(self.base),
@@ -70,18 +61,7 @@ class Redis:
         return self.url
 
     def stop(self) -> None:
-        pid = self._pid()
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        for _ in range(100):
-            if not self._alive(pid):
-                break
-            time.sleep(0.05)
-        self.pid_file.unlink(missing_ok=True)
+        localpg.stop_pid_file(self.pid_file, b"redis-server")
 
     def running(self) -> bool:
         pid = self._pid()

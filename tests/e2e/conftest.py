@@ -13,6 +13,7 @@ import psycopg
 import pytest
 import requests
 
+from clarity import localnginx
 from clarity.db import MIGRATIONS_DIR
 from clarity.localpg import free_port
 from clarity.security.passwords import Passwords
@@ -50,6 +51,20 @@ def start_gunicorn(server, database, keys, tmp_path):
     """``yield from start_gunicorn(**env)``: serve with extra environment; the log (access and
     application, both streams) is at ``tmp_path / "gunicorn.log"``."""
     return lambda **extra: _serve(server, database, keys, tmp_path, extra)
+
+
+@pytest.fixture
+def nginx(start_gunicorn):
+    """Base URL of nginx (deploy/nginx.conf, as make run serves) on a free port in front of a
+    gunicorn that trusts it for the client address (CLARITY_PROXY_COUNT=1); both stopped after."""
+    served = start_gunicorn(CLARITY_PROXY_COUNT="1")
+    upstream = next(served).removeprefix("http://")
+    port = free_port()
+    try:
+        with localnginx.running(f"127.0.0.1:{port}", upstream):
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        served.close()
 
 
 def _serve(server, database, keys, tmp_path, extra):
