@@ -32,9 +32,10 @@ def init_app(app, settings) -> Limiter:
     limiter = Limiter(
         key_func=_key,
         app=app,
-        default_limits=[_limit],
-        default_limits_cost=_cost,
-        default_limits_exempt_when=_exempt,
+        # Application-wide: one budget per principal (or address) across every route.
+        application_limits=[_limit],
+        application_limits_cost=_cost,
+        application_limits_exempt_when=_exempt,
         storage_uri=storage,
         storage_options=options,
         strategy="sliding-window-counter",  # two counters per key: cheap, and no burst at window edges

@@ -23,7 +23,8 @@ from clarity.security.access import new_token
 EXAMPLES = int(os.environ.get("CLARITY_FUZZ_EXAMPLES", "10"))
 # Operations that end the caller's own session get a throwaway one for every call, so the
 # fuzzer never signs itself out.
-SELF_ENDING = {("DELETE", "/api/v1/auth/tokens/current"), ("POST", "/api/v1/users/me/password")}
+SELF_ENDING = {("DELETE", "/api/v1/auth/tokens/current"), ("POST", "/api/v1/users/me/password"),
+               ("DELETE", "/api/v1/auth/sessions/{session_id}")}
 
 # Rules across requests or roles that a JSON schema cannot state: a schema-valid request may
 # break them, and is then answered 422 (still checked: problem details, as documented).

@@ -49,6 +49,13 @@ def test_a_principal_gets_429_with_retry_after_past_the_limit(limited, make_staf
     assert 0 < int(refused.headers["Retry-After"]) <= 60
 
 
+def test_one_budget_covers_every_route_a_principal_calls(limited, make_staff):
+    client, provider = limited().test_client(), make_staff("provider")
+    routes = ["/api/v1/users/me", "/api/v1/auth/sessions", f"/api/v1/patients/{uuid.uuid4()}"]
+    answers = [client.get(routes[i % 3], headers=provider.headers).status_code for i in range(6)]
+    assert answers == [200, 200, 404, 200, 200, 429]
+
+
 def test_one_flooding_account_does_not_slow_a_colleague_behind_the_same_address(limited, make_staff):
     client = limited().test_client()
     flooder, colleague = make_staff("provider"), make_staff("provider")
