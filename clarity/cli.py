@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
-from clarity.db import MIGRATIONS_DIR
+from clarity import schema
 
 db_cli = AppGroup("db", help="Schema migrations (yoyo).")
 keys_cli = AppGroup("keys", help="Encryption keys.")
@@ -24,38 +24,42 @@ def init_app(app) -> None:
         app.cli.add_command(group)
 
 
-def _migration_backend():
+def _owner_url() -> str:
+    """The schema owner's URL: CLARITY_MIGRATION_DATABASE_URL, else DATABASE_URL."""
     from flask import current_app
-    from yoyo import get_backend, read_migrations
 
     settings = current_app.extensions["clarity"].settings
     url = settings.migration_database_url or settings.database_url
     if not url:
         raise click.ClickException("Set CLARITY_MIGRATION_DATABASE_URL (or DATABASE_URL).")
-    return get_backend(yoyo_url(url)), read_migrations(str(MIGRATIONS_DIR))
+    return url
 
 
-def yoyo_url(url: str) -> str:
-    """yoyo names the psycopg 3 driver in the URL scheme: postgresql+psycopg://."""
-    scheme, sep, rest = url.partition("://")
-    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
+@contextlib.contextmanager
+def _owner_connection(**options):
+    """An autocommit connection as the schema owner (``options`` go to psycopg.connect); a
+    database that cannot be reached is a one-line error, never a traceback."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(_owner_url(), autocommit=True, **options)
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot connect to the database ({type(exc).__name__})") from None
+    with conn:
+        yield conn
 
 
 @db_cli.command("upgrade")
 def db_upgrade():
     """Apply every pending migration."""
-    backend, migrations = _migration_backend()
-    with backend.lock():
-        pending = backend.to_apply(migrations)
-        backend.apply_migrations(pending)
-    click.echo(f"applied {len(pending)} migration(s)")
+    click.echo(f"applied {schema.apply_migrations(_owner_url())} migration(s)")
 
 
 @db_cli.command("status")
 def db_status():
     """List migrations and whether each is applied; exit 1 when any is pending."""
-    backend, migrations = _migration_backend()
-    applied = {m.id for m in backend.to_rollback(migrations)}
+    with schema.migration_backend(_owner_url()) as (backend, migrations):
+        applied = {m.id for m in backend.to_rollback(migrations)}
     for migration in migrations:
         click.echo(f"{'applied' if migration.id in applied else 'PENDING'}  {migration.id}")
     if len(applied) < len(migrations):
@@ -150,14 +154,7 @@ def _audit_repository(*, snapshot: bool = False):
     from clarity.repositories.audit import AuditRepository
 
     app = current_app.extensions["clarity"]
-    url = app.settings.migration_database_url or app.settings.database_url
-    if not url:
-        raise click.ClickException("Set CLARITY_MIGRATION_DATABASE_URL or DATABASE_URL.")
-    try:
-        conn = psycopg.connect(url, autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(f"cannot connect to the database ({type(exc).__name__})") from None
-    with conn:
+    with _owner_connection() as conn:
         if snapshot:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
@@ -242,16 +239,9 @@ def biometrics_partitions(months_ahead):
     from clarity.services import biometrics
 
     app = current_app.extensions["clarity"]
-    url = app.settings.migration_database_url or app.settings.database_url
-    if not url:
-        raise click.ClickException("Set CLARITY_MIGRATION_DATABASE_URL or DATABASE_URL.")
-    try:
-        # Creating a partition locks the parent table briefly: give up rather than queue behind
-        # a long transaction (and make every ingest queue behind us).
-        conn = psycopg.connect(url, autocommit=True, options="-c lock_timeout=5s")
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(f"cannot connect to the database ({type(exc).__name__})") from None
-    with conn:
+    # Creating a partition locks the parent table briefly: give up rather than queue behind a
+    # long transaction (and make every ingest queue behind us).
+    with _owner_connection(options="-c lock_timeout=5s") as conn:
         try:
             with conn.transaction():
                 created, partitions = biometrics.ensure_partitions(

@@ -348,11 +348,8 @@ def provision(cluster: Cluster, database: str, app_password: str) -> dict:
     """
     import psycopg
     from psycopg import sql
-    from yoyo import get_backend, read_migrations
 
-    from clarity import queries
-    from clarity.cli import yoyo_url
-    from clarity.db import MIGRATIONS_DIR
+    from clarity import queries, schema
 
     provisioning = queries.load().provision
 
@@ -360,10 +357,7 @@ def provision(cluster: Cluster, database: str, app_password: str) -> dict:
         if not provisioning.get_database_exists.value(conn, {"name": database}):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     owner_url = cluster.url(database=database)
-    backend = get_backend(yoyo_url(owner_url))
-    migrations = read_migrations(str(MIGRATIONS_DIR))
-    with backend.lock():
-        backend.apply_migrations(backend.to_apply(migrations))
+    schema.apply_migrations(owner_url)
     with psycopg.connect(owner_url, autocommit=True) as conn:
         exists = provisioning.get_role_exists.value(conn, {"name": APP_ROLE})
         verb = "ALTER" if exists else "CREATE"

@@ -14,12 +14,9 @@ import psycopg
 import pytest
 import testing.postgresql
 from psycopg import sql
-from yoyo import get_backend, read_migrations
 
-from clarity import create_app, localpg, localredis
-from clarity.cli import yoyo_url
+from clarity import create_app, localpg, localredis, schema
 from clarity.config import Settings
-from clarity.db import MIGRATIONS_DIR
 from clarity.security.access import new_token
 from clarity.security.crypto import Keyring, generate_key
 from clarity.config import decode_key
@@ -56,13 +53,7 @@ def start_server(tmp: Path) -> testing.postgresql.Postgresql:
 
 
 def migrate(url: str) -> None:
-    backend = get_backend(yoyo_url(url))
-    migrations = read_migrations(str(MIGRATIONS_DIR))
-    try:
-        with backend.lock():
-            backend.apply_migrations(backend.to_apply(migrations))
-    finally:
-        backend.connection.close()
+    schema.apply_migrations(url)
 
 
 @pytest.fixture(scope="session")

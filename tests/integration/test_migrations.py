@@ -15,7 +15,7 @@ from psycopg import errors as pg
 from psycopg import sql
 from yoyo import get_backend, read_migrations
 
-from clarity.cli import yoyo_url
+from clarity.schema import yoyo_url
 from clarity.db import MIGRATIONS_DIR
 from tests.conftest import APP_ROLE
 

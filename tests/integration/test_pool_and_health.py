@@ -9,7 +9,7 @@ import pytest
 from yoyo import get_backend, read_migrations
 
 from clarity import create_app
-from clarity.cli import yoyo_url
+from clarity.schema import yoyo_url
 from clarity.db import MIGRATIONS_DIR
 from clarity.localpg import free_port
 from tests.conftest import APP_ROLE, Server, make_settings, migrate, start_server
