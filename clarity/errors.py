@@ -4,6 +4,8 @@ Messages are written for API clients: they name fields, never values, SQL, keys 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import psycopg
 from psycopg import errors as pg
 from psycopg_pool import PoolTimeout
@@ -82,51 +84,86 @@ class DecryptionError(ClarityError):
     status, title = 500, "Internal Server Error"
 
 
-# Constraint name -> the API field it guards. Names follow <table>_<columns>_<kind>.
-CONSTRAINT_FIELDS = {
-    "patients_mrn_bidx_key": "mrn",
-    "patients_mrn_bidx_rotating_key": "mrn",
-    "users_email_key": "email",
-    "patients_provider_id_fkey": "provider_id",
-    "patients_birth_year_check": "date_of_birth",
-    "patients_status_check": "status",
-    "users_role_check": "role",
-    "appointments_provider_id_starts_at_excl": "starts_at",
-    "appointments_ends_at_check": "ends_at",
-    "appointments_status_check": "status",
-    "appointments_cancelled_at_check": "status",
-    "appointments_patient_id_fkey": "patient_id",
-    "appointments_provider_id_fkey": "provider_id",
-    "medical_records_amends_id_fkey": "amends_id",
-    "medical_records_amends_id_key": "amends_id",
-    "medical_records_type_check": "type",
-    "biometric_readings_kind_check": "kind",
-    "biometric_readings_unit_check": "unit",
-    "biometric_readings_value_check": "value",
-    "biometric_readings_source_device_check": "source_device",
-    "alert_rules_kind_check": "kind",
-    "alert_rules_severity_check": "severity",
-    "alert_rules_bounds_check": "max_value",
-    "alerts_status_check": "status",
+@dataclasses.dataclass(frozen=True)
+class Violation:
+    """What breaking one constraint means to a client: the error, the field named, the message."""
+
+    error: type[ClarityError]
+    field: str
+    detail: str
+
+    def __call__(self) -> ClarityError:
+        """A new error to raise (each raise gets its own: it carries its own cause)."""
+        return self.error(self.detail, field=self.field)
+
+
+# Constraint (or unique index) name -> its Violation: the one message per constraint, for the
+# constraints guarding a value a client sends (behind the schemas, which refuse most first).
+# Names follow <table>_<columns>_<kind>. tests/integration/test_error_translation.py checks every
+# name against the migrated schema, and lists the constraints left out, each with its reason.
+CONSTRAINTS = {
+    "users_email_key": Violation(Conflict, "email", "Another record already has this email."),
+    "users_email_check": Violation(Invalid, "email", "email is not allowed."),
+    "users_display_name_check": Violation(Invalid, "display_name", "display_name is not allowed."),
+    "users_role_check": Violation(Invalid, "role", "role is not allowed."),
+    "patients_mrn_bidx_key": Violation(Conflict, "mrn", "Another record already has this mrn."),
+    "patients_mrn_bidx_rotating_key": Violation(Conflict, "mrn", "Another record already has this mrn."),
+    "patients_provider_id_fkey": Violation(Invalid, "provider_id", "provider_id does not exist."),
+    "patients_birth_year_check": Violation(Invalid, "date_of_birth", "date_of_birth is not allowed."),
+    "patients_status_check": Violation(Invalid, "status", "status is not allowed."),
+    "appointments_provider_id_starts_at_excl": Violation(
+        Conflict, "starts_at", "The provider already has an appointment at this time."),
+    "appointments_ends_at_check": Violation(Invalid, "ends_at", "ends_at is not allowed."),
+    "appointments_status_check": Violation(Invalid, "status", "status is not allowed."),
+    "appointments_cancelled_at_check": Violation(Invalid, "status", "status is not allowed."),
+    "appointments_patient_id_fkey": Violation(Invalid, "patient_id", "patient_id does not exist."),
+    "appointments_provider_id_fkey": Violation(Invalid, "provider_id", "provider_id does not exist."),
+    "medical_records_amends_id_fkey": Violation(
+        Invalid, "amends_id", "amends_id must name a record of the same patient and type."),
+    "medical_records_amends_id_key": Violation(
+        Conflict, "amends_id", "That record has already been amended; amend its latest version."),
+    "medical_records_type_check": Violation(Invalid, "type", "type is not allowed."),
+    "medical_records_body_check": Violation(Invalid, "body", "body is too large."),
+    "biometric_readings_kind_check": Violation(Invalid, "kind", "kind is not allowed."),
+    "biometric_readings_unit_check": Violation(Invalid, "unit", "unit is not allowed."),
+    "biometric_readings_value_check": Violation(Invalid, "value", "value is not allowed."),
+    "biometric_readings_source_device_check": Violation(Invalid, "source_device", "source_device is not allowed."),
+    "alert_rules_kind_check": Violation(Invalid, "kind", "kind is not allowed."),
+    "alert_rules_severity_check": Violation(Invalid, "severity", "severity is not allowed."),
+    "alert_rules_bounds_check": Violation(Invalid, "max_value", "max_value is not allowed."),
+    "alerts_status_check": Violation(Invalid, "status", "status is not allowed."),
 }
+
+# A violation of a constraint not in CONSTRAINTS (or of NOT NULL, which has no name): its kind only.
+_UNLISTED = (
+    (pg.UniqueViolation, Conflict, "Another record already has this value."),
+    (pg.ForeignKeyViolation, Invalid, "A referenced record does not exist."),
+    (pg.ExclusionViolation, Conflict, "This value overlaps another record."),
+    ((pg.CheckViolation, pg.NotNullViolation), Invalid, "A value is not allowed."),
+)
+
+
+def violation(constraint: str) -> ClarityError:
+    """The domain error for breaking ``constraint`` (a key of CONSTRAINTS; KeyError otherwise),
+    for a statement that lets the constraint decide without raising (ON CONFLICT DO NOTHING, a
+    guarded INSERT ... SELECT) and so answers no row instead."""
+    return CONSTRAINTS[constraint]()
 
 
 def translate(exc: Exception) -> ClarityError | None:
-    """Map a psycopg or pool error to a domain error; None when it is not ours to translate."""
+    """Map a psycopg or pool error to a domain error; None when it is not ours to translate.
+    A constraint violation becomes its CONSTRAINTS entry, else an error of its kind naming no field."""
     if isinstance(exc, PoolTimeout):
         return Unavailable("No database connection is free; retry shortly.", retry_after=1)
     if not isinstance(exc, psycopg.Error):
         return None
-    name = getattr(getattr(exc, "diag", None), "constraint_name", None)
-    field = CONSTRAINT_FIELDS.get(name or "")
-    if isinstance(exc, pg.UniqueViolation):
-        return Conflict(f"Another record already has this {field or 'value'}.", field=field)
-    if isinstance(exc, pg.ForeignKeyViolation):
-        return Invalid(f"{field or 'A referenced record'} does not exist.", field=field)
-    if isinstance(exc, pg.ExclusionViolation):
-        return Conflict(f"This {field or 'value'} overlaps another record.", field=field)
-    if isinstance(exc, (pg.CheckViolation, pg.NotNullViolation)):
-        return Invalid(f"{field or 'A value'} is not allowed.", field=field)
+    if isinstance(exc, pg.IntegrityError):
+        listed = CONSTRAINTS.get(exc.diag.constraint_name or "")
+        if listed is not None:
+            return listed()
+        for kinds, error, detail in _UNLISTED:
+            if isinstance(exc, kinds):
+                return error(detail)
     if isinstance(exc, (pg.StringDataRightTruncation, pg.NumericValueOutOfRange,
                         pg.InvalidTextRepresentation, pg.UntranslatableCharacter,
                         pg.CharacterNotInRepertoire, pg.DatetimeFieldOverflow)):

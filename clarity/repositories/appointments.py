@@ -5,13 +5,11 @@ import dataclasses
 import datetime as dt
 import uuid
 
-from psycopg import errors as pg
 from psycopg.rows import class_row
 
-from clarity.errors import Conflict
+from clarity.errors import violation
 
 OVERLAP_CONSTRAINT = "appointments_provider_id_starts_at_excl"
-OVERLAP = "The provider already has an appointment at this time."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +43,7 @@ class AppointmentRepository:
             "patient_id": patient_id, "provider_id": provider_id, "starts_at": starts_at,
             "ends_at": ends_at, "created_by": created_by}, class_row(Appointment))
         if row is None:
-            raise Conflict(OVERLAP, field="starts_at")
+            raise violation(OVERLAP_CONSTRAINT)
         return row
 
     def get(self, appointment_id, actor) -> Appointment | None:
@@ -74,15 +72,11 @@ class AppointmentRepository:
 
     def reschedule(self, appointment_id, version, actor, *, starts_at, ends_at) -> Appointment | None:
         """Move a scheduled appointment when ``version`` matches (None when it does not);
-        Conflict (field ``starts_at``) when the provider is busy at the new time."""
-        try:
-            return self.q.update_appointment_times.one(self.conn, {
-                "id": appointment_id, "version": version, **actor.scope(),
-                "starts_at": starts_at, "ends_at": ends_at}, class_row(Appointment))
-        except pg.ExclusionViolation as exc:
-            if exc.diag.constraint_name == OVERLAP_CONSTRAINT:
-                raise Conflict(OVERLAP, field="starts_at") from exc
-            raise
+        raises ExclusionViolation (OVERLAP_CONSTRAINT) when the provider is busy at the new time,
+        which the unit of work translates (errors.translate: Conflict, field ``starts_at``)."""
+        return self.q.update_appointment_times.one(self.conn, {
+            "id": appointment_id, "version": version, **actor.scope(),
+            "starts_at": starts_at, "ends_at": ends_at}, class_row(Appointment))
 
     def set_status(self, appointment_id, version, actor, status) -> Appointment | None:
         """Cancel or complete a scheduled appointment when ``version`` matches; None otherwise."""

@@ -5,13 +5,13 @@ import dataclasses
 import datetime as dt
 import uuid
 
-from psycopg import errors as pg
 from psycopg.rows import dict_row
 
-from clarity.errors import Conflict, Invalid
+from clarity.errors import violation
 from clarity.security.crypto import reencrypt_rows
 
 TABLE, BODY_COLUMN = "medical_records", "body"
+SAME_PATIENT_AND_TYPE = "medical_records_amends_id_fkey"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,32 +43,21 @@ class RecordRepository:
         self.keyring = keyring
 
     def add(self, *, patient_id, type: str, body: dict, author_id, recorded_at=None, amends_id=None) -> Record:
-        """Add a record. Raises Invalid when ``amends_id`` is not a record of the same patient
-        and type, Conflict when that record was already amended (amend its latest version)."""
+        """Add a record. Raises Invalid (``amends_id``) when the query's guard finds no record of
+        the same patient and type to amend. The constraints behind the guard raise driver errors
+        that the unit of work translates (errors.CONSTRAINTS): medical_records_amends_id_fkey
+        (Invalid, as the guard) and medical_records_amends_id_key (Conflict: that record was
+        already amended; amend its latest version)."""
         record_id = uuid.uuid4()
         envelope, key_id = self.keyring.encrypt(TABLE, BODY_COLUMN, record_id, body)
-        try:
-            row = self.q.insert_medical_record.one(self.conn, {
-                "id": record_id, "patient_id": patient_id, "type": type, "body": envelope,
-                "body_key_id": key_id, "author_id": author_id, "recorded_at": recorded_at,
-                "amends_id": amends_id,
-            }, dict_row)
-        except (pg.ForeignKeyViolation, pg.UniqueViolation) as exc:
-            # Raised as domain errors here, inside the unit of work, so the attempt is audited.
-            constraint = exc.diag.constraint_name
-            if constraint == "medical_records_amends_id_fkey":
-                raise self._not_amendable() from None
-            if constraint == "medical_records_amends_id_key":
-                raise Conflict("That record has already been amended; amend its latest version.",
-                               field="amends_id") from None
-            raise
+        row = self.q.insert_medical_record.one(self.conn, {
+            "id": record_id, "patient_id": patient_id, "type": type, "body": envelope,
+            "body_key_id": key_id, "author_id": author_id, "recorded_at": recorded_at,
+            "amends_id": amends_id,
+        }, dict_row)
         if row is None:
-            raise self._not_amendable()
+            raise violation(SAME_PATIENT_AND_TYPE)
         return self._from_row(row)
-
-    @staticmethod
-    def _not_amendable() -> Invalid:
-        return Invalid("amends_id must name a record of the same patient and type.", field="amends_id")
 
     def list(self, patient_id, *, type=None, current_only=False, before=None, limit=50) -> list[Record]:
         """A keyset page of a patient's records, newest recorded first, before the position
