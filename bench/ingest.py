@@ -179,7 +179,7 @@ def run(env: dict, *, seconds: float = SECONDS, pg_pid: int | None = None, log_d
 
 def _executemany_row(clarity, url, actor, patient_id, batches, seconds, pg_pid) -> Row:
     statement = clarity.db.queries.biometrics.insert_biometric_reading.sql
-    set_actor = clarity.db.queries.context.get_actor_context.sql
+    set_actor = clarity.db.queries.context.set_actor_context.sql
 
     with psycopg.connect(url, autocommit=True) as conn:
         def send(params: list[dict]) -> int:

@@ -247,7 +247,7 @@ class UnitOfWork:
         """Record the actor for this transaction, in PostgreSQL too (SET LOCAL semantics): the
         row-level security policies read it. (Bearer-token checks set it in their own query.)"""
         self.actor = actor
-        self.queries.context.get_actor_context.value(self.conn, {
+        self.queries.context.set_actor_context.value(self.conn, {
             "actor_id": str(actor.id) if actor else "",
             "actor_role": actor.role if actor else "",
             "request_id": self.request_id or "",

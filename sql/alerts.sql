@@ -31,7 +31,8 @@ SELECT id, patient_id, kind, min_value, max_value, severity, version, created_by
 -- name: get_alert_rule^
 -- A patient's override for a kind, or the global default when patient_id is null.
 -- Params: patient_id, kind.
--- plan: custom
+-- plan: generic
+-- Each arm has its partial unique index: the generic plan ORs two one-row probes.
 SELECT id, patient_id, kind, min_value, max_value, severity, version, created_by, updated_by,
        created_at, updated_at
   FROM alert_rules
@@ -111,7 +112,8 @@ SELECT a.id, a.patient_id, a.kind, a.value, a.reading_recorded_at, a.source_devi
 -- name: get_alert^
 -- One alert of a live patient the actor may see, with its patient's provider (as list_alerts).
 -- Params: id, actor_id, actor_is_admin. Returns: the alert's columns and patient_provider_id.
--- plan: custom
+-- plan: generic
+-- One primary-key probe finds the row whatever the values; the actor scope only filters it.
 SELECT a.id, a.patient_id, a.kind, a.value, a.reading_recorded_at, a.source_device, a.min_value,
        a.max_value, a.rule_scope, a.severity, a.status, a.acknowledged_by, a.acknowledged_at,
        a.resolved_by, a.resolved_at, a.version, a.created_at, a.updated_at,

@@ -18,6 +18,8 @@ RETURNING id, patient_id, provider_id, starts_at, ends_at, status, cancelled_at,
 -- the actor (row-level security), who then reaches the appointment as the provider in it.
 -- Params: id, actor_id, actor_is_admin.
 -- Returns: the appointment's columns and patient_provider_id.
+-- plan: generic
+-- One primary-key probe finds the row whatever the values; the actor scope only filters it.
 SELECT a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.status, a.cancelled_at,
        a.version, a.created_at, a.updated_at, a.created_by, p.provider_id AS patient_provider_id
   FROM appointments a
@@ -33,6 +35,7 @@ SELECT a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.status, a.ca
 -- keyset cursor. Appointments last at most 8 hours (appointments_ends_at_check), which
 -- bounds the index range. Params: patient_id, window_start, window_end, status,
 -- after_starts_at, after_id, limit (nulls: no filter).
+-- plan: custom
 SELECT id, patient_id, provider_id, starts_at, ends_at, status, cancelled_at, version,
        created_at, updated_at, created_by
   FROM appointments
@@ -52,6 +55,7 @@ SELECT id, patient_id, provider_id, starts_at, ends_at, status, cancelled_at, ve
 -- everyone's, optionally one provider's) overlapping [window_start, window_end), with an
 -- optional status, by start time after a keyset cursor. Params: actor_id, actor_is_admin,
 -- provider_id, window_start, window_end, status, after_starts_at, after_id, limit.
+-- plan: custom
 SELECT id, patient_id, provider_id, starts_at, ends_at, status, cancelled_at, version,
        created_at, updated_at, created_by
   FROM appointments
@@ -71,6 +75,8 @@ SELECT id, patient_id, provider_id, starts_at, ends_at, status, cancelled_at, ve
 -- matches; no row when it does not. Overlapping another live appointment of the provider
 -- raises the exclusion violation. Params: id, version, actor_id, actor_is_admin, starts_at,
 -- ends_at.
+-- plan: generic
+-- One primary-key probe finds the row whatever the values; the actor scope only filters it.
 UPDATE appointments a
    SET starts_at = %(starts_at)s, ends_at = %(ends_at)s, version = a.version + 1
  WHERE a.id = %(id)s
@@ -88,6 +94,8 @@ RETURNING a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.status, a
 -- Cancel or complete a scheduled appointment the actor may see (as get_appointment) when its
 -- version matches; no row when it does not. A cancelled one frees its slot.
 -- Params: id, version, actor_id, actor_is_admin, status.
+-- plan: generic
+-- One primary-key probe finds the row whatever the values; the actor scope only filters it.
 UPDATE appointments a
    SET status = %(status)s::text,
        cancelled_at = CASE WHEN %(status)s::text = 'cancelled' THEN now() END,

@@ -9,7 +9,7 @@ SELECT e.actor_id, e.actor_role, e.action, e.event_type, e.entity_type, e.entity
            entity_id text, patient_id uuid, outcome text, client_addr inet, request_id text,
            fields text[]);
 
--- name: get_login_email_lock$
+-- name: lock_login_email$
 -- Wait for the other sign-in attempts naming this email to finish (the lock is held until
 -- this transaction ends), so each attempt counts the failures of those before it: without
 -- it, concurrent guesses all read the same count and all pass the throttle. Keyed on the
@@ -86,6 +86,7 @@ SELECT extract(epoch FROM (
 -- Audit events for auditors, newest first, after a keyset cursor over (occurred_at, id), with
 -- optional filters (null = no filter). Params: patient_id, actor_id, action, occurred_from,
 -- occurred_to, after_occurred_at, after_id, limit.
+-- plan: custom
 SELECT id, occurred_at, actor_id, actor_role, action, event_type, entity_type, entity_id,
        patient_id, outcome, host(client_addr) AS client_addr, request_id, fields
   FROM audit_events
@@ -99,7 +100,7 @@ SELECT id, occurred_at, actor_id, actor_role, action, event_type, entity_type, e
  ORDER BY occurred_at DESC, id DESC
  LIMIT %(limit)s;
 
--- name: get_audit_seal_lock$
+-- name: lock_audit_sealing$
 -- Become the only sealer until this transaction ends: true, or false at once when another
 -- sealer holds the lock (never waits). Requests never take this lock. 7302201 is Clarity's
 -- arbitrary, fixed advisory-lock key for sealing.

@@ -1,4 +1,4 @@
--- name: create_biometric_staging
+-- name: create_biometric_staging#
 -- This session's staging table for COPY, created when missing. Temporary (never visible to
 -- another session, no WAL) and emptied at every commit; created once per pooled connection
 -- rather than per batch, which would churn the system catalogs. DDL: run it, do not PREPARE it.
@@ -110,7 +110,7 @@ SELECT r.kind, r.value, r.unit, r.recorded_at, r.source_device
          LIMIT 1) AS r
  ORDER BY r.kind;
 
--- name: upsert_biometric_partitions$
+-- name: create_biometric_partitions$
 -- Create the missing monthly partitions from months_back months before the current (UTC) month
 -- to months_ahead months after it; returns how many were created. As the table's owner only:
 -- the function is not executable by the app role. Params: months_back, months_ahead.

@@ -8,6 +8,7 @@ RETURNING id, patient_id, provider_id, reason, reason_key_id, granted_at, expire
 -- name: list_emergency_access_grants
 -- Grants, newest first, after a keyset cursor; only active ones when active_only.
 -- Params: active_only, before_granted_at, before_id, limit.
+-- plan: custom
 SELECT id, patient_id, provider_id, reason, reason_key_id, granted_at, expires_at
   FROM emergency_access_grants
  WHERE (NOT %(active_only)s OR expires_at > now())
@@ -23,6 +24,7 @@ SELECT count(*) FROM emergency_access_grants WHERE reason_key_id <> %(key_id)s;
 -- name: list_emergency_access_grants_not_under_key
 -- A batch of grants whose reason is under another key, for rotation.
 -- Params: key_id, after_id (null for the first batch), limit.
+-- plan: custom
 SELECT id, reason, reason_key_id
   FROM emergency_access_grants
  WHERE reason_key_id <> %(key_id)s

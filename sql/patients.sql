@@ -1,6 +1,8 @@
 -- name: get_patient^
 -- One live patient visible to the actor: an admin sees all, a provider their own and those
 -- they hold an active emergency-access grant for. Params: id, actor_id, actor_is_admin.
+-- plan: generic
+-- One primary-key probe finds the row whatever the values; the actor scope only filters it.
 SELECT id, provider_id, status, phi, phi_key_id, version, created_at, updated_at
   FROM patients
  WHERE id = %(id)s
@@ -11,6 +13,8 @@ SELECT id, provider_id, status, phi, phi_key_id, version, created_at, updated_at
 -- name: get_patient_access^
 -- Whether a live patient is visible to the actor (as get_patient), without reading its PHI.
 -- Params: id, actor_id, actor_is_admin. Returns: id, provider_id.
+-- plan: generic
+-- One primary-key probe finds the row whatever the values; the actor scope only filters it.
 SELECT id, provider_id
   FROM patients
  WHERE id = %(id)s
@@ -60,6 +64,8 @@ RETURNING id, provider_id, status, phi, phi_key_id, version, created_at, updated
 -- may see it (as get_patient, emergency grants included). Params: id, version, actor_id,
 -- actor_is_admin, status, birth_year, mrn_bidx, email_bidx, last_name_bidx, their *_next,
 -- phi, phi_key_id.
+-- plan: generic
+-- One primary-key probe finds the row whatever the values; the actor scope only filters it.
 UPDATE patients
    SET status = %(status)s,
        birth_year = %(birth_year)s,
@@ -83,6 +89,8 @@ RETURNING id, provider_id, status, phi, phi_key_id, version, created_at, updated
 -- Soft-delete a live patient (kept for the audit trail) when its version matches and the
 -- actor is an admin or its provider (an emergency grant does not allow deleting).
 -- Params: id, version, actor_id, actor_is_admin.
+-- plan: generic
+-- One primary-key probe finds the row whatever the values; the actor scope only filters it.
 UPDATE patients
    SET deleted_at = now(), version = version + 1
  WHERE id = %(id)s
@@ -97,6 +105,7 @@ SELECT count(*) FROM patients WHERE phi_key_id <> %(key_id)s;
 -- name: list_patients_not_under_key
 -- A batch of patients (deleted ones too) enciphered under another key, for rotation.
 -- Params: key_id, after_id (null for the first batch), limit.
+-- plan: custom
 SELECT id, phi, phi_key_id, version
   FROM patients
  WHERE phi_key_id <> %(key_id)s
@@ -128,6 +137,7 @@ SELECT count(*) FROM patients WHERE mrn_bidx_next IS NOT NULL;
 -- A batch of patients (deleted ones too) whose blind indexes are to be recomputed: all of
 -- them, or only those lacking next-key indexes. Params: without_next_only, after_id (null
 -- first), limit.
+-- plan: custom
 SELECT id, phi, phi_key_id, version
   FROM patients
  WHERE (NOT %(without_next_only)s OR mrn_bidx_next IS NULL)
@@ -155,6 +165,8 @@ RETURNING p.id;
 -- latest reading of each kind (one index probe per kind), open alerts (newest reading first,
 -- at most 50), the next scheduled appointment and the digital twin's current version.
 -- Params: id, actor_id, actor_is_admin, kinds.
+-- plan: generic
+-- One primary-key probe finds the patient (the scope only filters it); the rest is keyed on it.
 SELECT p.id, p.provider_id, p.status, p.phi, p.phi_key_id, p.version, p.created_at, p.updated_at,
        (SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.kind), '[]'::jsonb)
           FROM unnest(%(kinds)s::text[]) AS k (kind)

@@ -5,6 +5,8 @@
 -- sight exists. The constraints still decide: medical_records_amends_id_fkey (same patient
 -- and type) and medical_records_amends_id_key (a record is amended once).
 -- Params: id, patient_id, type, body, body_key_id, author_id, recorded_at, amends_id.
+-- plan: generic
+-- At most one index probe for amends_id, whatever the values: nothing to plan per execution.
 INSERT INTO medical_records (id, patient_id, type, body, body_key_id, author_id, recorded_at, amends_id)
 SELECT %(id)s, %(patient_id)s, %(type)s, %(body)s, %(body_key_id)s, %(author_id)s,
        coalesce(%(recorded_at)s::timestamptz, now()), %(amends_id)s::uuid
@@ -41,6 +43,8 @@ SELECT r.id, r.patient_id, r.type, r.body, r.body_key_id, r.author_id, r.recorde
 -- position is relative to the record asked for (0; negative before it). No rows: absent or
 -- out of scope. Params: id, actor_id, actor_is_admin.
 -- Returns the record columns, superseded_by, position, provider_id (the patient's).
+-- plan: generic
+-- One primary-key probe finds the record (the scope only filters it); the chain follows indexes.
 WITH RECURSIVE
 target AS (
     SELECT r.id, p.provider_id
@@ -81,6 +85,7 @@ SELECT count(*) FROM medical_records WHERE body_key_id <> %(key_id)s;
 -- name: list_medical_records_not_under_key
 -- A batch of records whose body is under another key, for rotation.
 -- Params: key_id, after_id (null for the first batch), limit.
+-- plan: custom
 SELECT id, body, body_key_id
   FROM medical_records
  WHERE body_key_id <> %(key_id)s

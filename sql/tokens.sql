@@ -29,11 +29,11 @@ SELECT token_id, user_id, role,
        AND set_config('clarity.request_id', %(request_id)s, true) IS NOT NULL AS context_set
   FROM live;
 
--- name: update_token_revoked!
+-- name: revoke_token!
 -- Revoke one token (logout). Params: id.
 UPDATE auth_tokens SET revoked_at = now() WHERE id = %(id)s AND revoked_at IS NULL;
 
--- name: update_tokens_revoked_for_user!
+-- name: revoke_all_user_tokens!
 -- Revoke every live token of a user (disable, password change). Params: user_id.
 UPDATE auth_tokens SET revoked_at = now() WHERE user_id = %(user_id)s AND revoked_at IS NULL;
 
@@ -47,7 +47,7 @@ SELECT id, created_at, last_used_at, expires_at, host(client_addr) AS client_add
    AND last_used_at > now() - make_interval(secs => %(idle_seconds)s)
  ORDER BY last_used_at DESC, id;
 
--- name: update_token_revoked_for_user!
+-- name: revoke_own_token!
 -- Revoke one of a user's own tokens. Params: id, user_id.
 UPDATE auth_tokens SET revoked_at = now()
  WHERE id = %(id)s AND user_id = %(user_id)s AND revoked_at IS NULL;

@@ -16,6 +16,7 @@ SELECT password_hash FROM users WHERE id = %(id)s;
 
 -- name: list_users
 -- Users in creation order after a keyset cursor. Params: after_created_at, after_id, limit.
+-- plan: custom
 SELECT id, email, display_name, role, disabled_at, version, created_at, updated_at
   FROM users
  WHERE (%(after_created_at)s::timestamptz IS NULL

@@ -113,7 +113,7 @@ class AuditRepository:
         """Wait until the other sign-in attempts naming this email (in any case) have
         committed; the lock is held to the end of this transaction, so the attempts after
         this one count its failure."""
-        self.q.get_login_email_lock.value(self.conn, {"email": email})
+        self.q.lock_login_email.value(self.conn, {"email": email})
 
     def get_login_throttle(self, *, user_id, client_addr, window_seconds, account_window_seconds,
                            familiar_seconds, max_per_pair, max_per_address) -> LoginThrottle:
@@ -127,7 +127,7 @@ class AuditRepository:
 
     def try_lock_sealing(self) -> bool:
         """Take the sealer's transaction-scoped advisory lock; False at once when it is held."""
-        return self.q.get_audit_seal_lock.value(self.conn)
+        return self.q.lock_audit_sealing.value(self.conn)
 
     def seal_horizon(self) -> int:
         """The xid below which every transaction has finished (see sql/audit.sql)."""

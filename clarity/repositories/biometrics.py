@@ -64,12 +64,11 @@ class BiometricRepository:
         session's staging table, then one INSERT … SELECT (sql/biometrics.sql
         insert_biometric_readings). A reading that no partition holds raises Invalid
         (``recorded_at``); other constraint violations leave as driver errors."""
-        with self.conn.cursor() as cur:
-            cur.execute(self.q.create_biometric_staging.sql)
-            with cur.copy(self.q.copy_biometric_staging.sql) as copy:
-                copy.set_types(STAGING_TYPES)
-                for reading in readings:
-                    copy.write_row(reading)
+        self.q.create_biometric_staging.execute(self.conn)
+        with self.q.copy_biometric_staging.copy(self.conn) as copy:
+            copy.set_types(STAGING_TYPES)
+            for reading in readings:
+                copy.write_row(reading)
         try:
             row = self.q.insert_biometric_readings.one(self.conn, {"patient_id": patient_id}, dict_row)
         except pg.CheckViolation as exc:
@@ -104,7 +103,7 @@ class BiometricRepository:
 
     def create_partitions(self, *, months_back: int, months_ahead: int) -> int:
         """Create the missing monthly partitions (as the table's owner); return how many."""
-        return self.q.upsert_biometric_partitions.value(self.conn, {
+        return self.q.create_biometric_partitions.value(self.conn, {
             "months_back": months_back, "months_ahead": months_ahead})
 
     def partitions(self) -> list[Partition]:

@@ -97,10 +97,10 @@ class TokenRepository:
 
     def revoke_own(self, token_id, user_id) -> bool:
         """Revoke one of the user's own tokens; False when it is not theirs or already dead."""
-        return self.q.update_token_revoked_for_user.rowcount(self.conn, {"id": token_id, "user_id": user_id}) == 1
+        return self.q.revoke_own_token.rowcount(self.conn, {"id": token_id, "user_id": user_id}) == 1
 
     def revoke(self, token_id) -> bool:
-        return self.q.update_token_revoked.rowcount(self.conn, {"id": token_id}) == 1
+        return self.q.revoke_token.rowcount(self.conn, {"id": token_id}) == 1
 
     def revoke_all_for_user(self, user_id) -> int:
-        return self.q.update_tokens_revoked_for_user.rowcount(self.conn, {"user_id": user_id})
+        return self.q.revoke_all_user_tokens.rowcount(self.conn, {"user_id": user_id})

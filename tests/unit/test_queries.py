@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from clarity.queries import Query, QueryFileError, all_queries, load, parse
+from clarity.queries import Query, QueryCallError, QueryFileError, all_queries, load, parse
 
 
 def sql(text: str) -> str:
@@ -156,3 +156,145 @@ def test_a_plan_custom_docstring_line_turns_off_statement_preparation():
     queries = parse("-- name: list_x\n-- Optional filters.\n-- plan: custom\nSELECT 1;\n\n-- name: get_y^\nSELECT 2;\n", "x.sql")
     assert queries["list_x"].prepare is False
     assert queries["get_y"].prepare is None
+
+
+def test_plan_generic_leaves_preparation_to_psycopg_and_keeps_its_reason_as_prose():
+    query = parse("-- name: get_x^\n-- One x.\n-- plan: generic\n-- The primary key finds it.\nSELECT 1;\n",
+                  "x.sql")["get_x"]
+
+    assert query.plan == "generic"
+    assert query.prepare is None
+    assert query.doc == "One x.\nThe primary key finds it."
+
+
+@pytest.mark.parametrize("line", ["-- plan: custom", "-- plan:custom", "--plan:   custom", "  -- plan: custom  "])
+def test_a_directive_is_read_by_pattern_not_as_an_exact_string(line):
+    query = parse(f"-- name: list_x\n{line}\nSELECT 1;\n", "x.sql")["list_x"]
+
+    assert query.plan == "custom"
+    assert query.prepare is False
+    assert query.doc == ""
+
+
+@pytest.mark.parametrize("line", [
+    "-- Params: id, actor_id.",
+    "-- Returns: id, provider_id.",
+    "-- Params: patient_id. Returns: stored, alerts_raised.",
+    "-- provider: the exclusion constraint appointments_provider_id_starts_at_excl is the arbiter,",
+    "-- A generic plan cannot tell a provider's scope from an admin's: custom plans.",
+    "-- Planned for each execution.",
+])
+def test_capitalised_labels_and_lowercase_lines_of_several_words_are_prose(line):
+    query = parse(f"-- name: list_x\n{line}\nSELECT 1;\n", "x.sql")["list_x"]
+
+    assert query.plan is None
+    assert query.doc == line[3:]
+
+
+@pytest.mark.parametrize("text, line, reason", [
+    pytest.param("-- name: list_x\n-- plan: custom plans\nSELECT 1;\n", 2, "unknown plan 'custom plans'",
+                 id="value-of-several-words"),
+    pytest.param("-- name: list_x\n-- plan: Custom\nSELECT 1;\n", 2, "unknown plan 'Custom'", id="value-case"),
+    pytest.param("-- name: list_x\n-- plan: always\nSELECT 1;\n", 2, "unknown plan 'always'", id="unknown-value"),
+    pytest.param("-- name: list_x\n-- plan:\nSELECT 1;\n", 2, "unknown plan ''", id="no-value"),
+    pytest.param("-- name: list_x\n-- Plan: custom\nSELECT 1;\n", 2, "malformed directive", id="key-case"),
+    pytest.param("-- name: list_x\n-- plan custom\nSELECT 1;\n", 2, "malformed directive", id="no-colon"),
+    pytest.param("-- name: list_x\n-- plan = custom\nSELECT 1;\n", 2, "malformed directive", id="equals-sign"),
+    pytest.param("-- name: list_x\n-- One x.\n-- plam: custom\nSELECT 1;\n", 3, "unknown directive 'plam'",
+                 id="misspelt-key"),
+    pytest.param("-- name: list_x\n-- prepare: never\nSELECT 1;\n", 2, "unknown directive 'prepare'",
+                 id="unknown-key"),
+    pytest.param("-- name: list_x\n-- plan: custom\n-- plan: generic\n-- Why.\nSELECT 1;\n", 3, "given twice",
+                 id="twice"),
+    pytest.param("-- name: get_x^\n-- plan: generic\nSELECT 1;\n", 2, "reason for 'plan: generic'",
+                 id="generic-without-reason"),
+    pytest.param("-- name: get_x^\n-- One x.\n-- plan: generic\n\n-- Why.\nSELECT 1;\n", 3,
+                 "reason for 'plan: generic'", id="generic-reason-after-the-docstring"),
+    pytest.param("-- name: list_x\nSELECT 1\n-- plan: custom\n;\n", 3, "outside a docstring", id="in-the-sql"),
+    pytest.param("-- name: list_x\n-- One x.\n\n-- plan: custom\nSELECT 1;\n", 4, "outside a docstring",
+                 id="after-a-blank-line"),
+    pytest.param("-- plan: custom\n-- name: list_x\nSELECT 1;\n", 1, "outside a docstring", id="before-any-block"),
+])
+def test_a_directive_that_is_unknown_malformed_or_misplaced_fails_naming_the_file_and_line(text, line, reason):
+    with pytest.raises(QueryFileError) as raised:
+        parse(text, "x.sql")
+
+    message = str(raised.value)
+    assert message.startswith(f"x.sql:{line}:"), message
+    assert reason in message
+
+
+def test_sql_comments_that_are_not_directives_stay_in_the_body():
+    query = parse("-- name: list_x\nSELECT 1\n-- note: kept\n;\n", "x.sql")["list_x"]
+
+    assert "-- note: kept" in query.sql
+
+
+def test_the_verbs_that_say_what_a_statement_does_are_allowed():
+    text = "".join(f"-- name: {verb}_x{suffix}\nSELECT 1;\n"
+                   for verb, suffix in [("set", "$"), ("lock", "$"), ("revoke", "!"), ("create", "#")])
+
+    assert list(parse(text, "x.sql")) == ["set_x", "lock_x", "revoke_x", "create_x"]
+
+
+SUFFIXED = parse(sql("""
+    -- name: get_x^
+    SELECT 1;
+
+    -- name: get_y$
+    SELECT 1;
+
+    -- name: delete_x!
+    DELETE FROM t;
+
+    -- name: create_t#
+    CREATE TEMP TABLE t (a int);
+
+    -- name: list_x
+    SELECT 1;
+
+    -- name: copy_t
+    COPY t (a) FROM STDIN;
+"""), "x.sql")
+CALLS = {
+    "one": lambda q, conn: q.one(conn),
+    "value": lambda q, conn: q.value(conn),
+    "rowcount": lambda q, conn: q.rowcount(conn),
+    "execute": lambda q, conn: q.execute(conn),
+    "all": lambda q, conn: q.all(conn),
+    "copy": lambda q, conn: q.copy(conn).__enter__(),
+}
+
+
+def test_the_suffix_names_the_one_method_that_runs_a_query():
+    assert {name: q.method for name, q in SUFFIXED.items()} == {
+        "get_x": "one", "get_y": "value", "delete_x": "rowcount", "create_t": "execute", "list_x": "all",
+        "copy_t": "copy",
+    }
+
+
+@pytest.mark.parametrize("name, method", [
+    (name, method) for name, query in SUFFIXED.items() for method in CALLS if method != query.method
+])
+def test_running_a_query_with_another_method_fails_naming_it_before_touching_the_connection(name, method):
+    query = SUFFIXED[name]
+
+    with pytest.raises(QueryCallError) as raised:
+        CALLS[method](query, object())  # no cursor(): the check comes first
+
+    message = str(raised.value)
+    assert f"query {name!r} ({query.source})" in message
+    assert f"run it with .{query.method}(), not .{method}()" in message
+
+
+def test_a_ddl_statement_is_never_prepared():
+    assert SUFFIXED["create_t"].prepare is False
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("-- name: copy_t!\nCOPY t (a) FROM STDIN;\n", id="with-a-suffix"),
+    pytest.param("-- name: copy_t\nINSERT INTO t VALUES (1);\n", id="not-a-copy"),
+])
+def test_copy_names_a_copy_statement_without_suffix(text):
+    with pytest.raises(QueryFileError, match=r"^x\.sql:1: query 'copy_t': copy_ names a COPY statement"):
+        parse(text, "x.sql")
