@@ -24,11 +24,11 @@ def post_worker_init(worker):
     """Open this worker's pool after the fork, so no connection is shared between processes,
     and start sealing the audit trail in the background (one worker at a time seals: the
     others' try-lock fails and they skip that tick)."""
-    from clarity import audit
+    from clarity import audit_chain
 
     clarity = worker.wsgi.extensions["clarity"]
     clarity.db.open()
-    worker.audit_sealer = audit.start_background_sealer(
+    worker.audit_sealer = audit_chain.start_background_sealer(
         worker.wsgi, clarity.settings.audit_seal_interval_seconds)
 
 

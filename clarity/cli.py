@@ -167,12 +167,12 @@ def _audit_repository(*, snapshot: bool = False):
               help="How long to wait while another sealer is at work.")
 def audit_seal(wait_seconds):
     """Seal every committed audit event into the hash chain and print how many."""
-    from clarity import audit
+    from clarity import audit_chain
 
     deadline = time.monotonic() + wait_seconds
     while True:
         with _audit_repository() as repo:
-            sealed = audit.seal(repo, max_batches=None)
+            sealed = audit_chain.seal(repo, max_batches=None)
         if sealed is not None:
             break
         if time.monotonic() > deadline:
@@ -184,10 +184,10 @@ def audit_seal(wait_seconds):
 @audit_cli.command("head")
 def audit_head():
     """Print the chain head as JSON, to keep outside the database (see ``verify --head``)."""
-    from clarity import audit
+    from clarity import audit_chain
 
     with _audit_repository(snapshot=True) as repo:
-        click.echo(json.dumps(audit.export_head(repo)))
+        click.echo(json.dumps(audit_chain.export_head(repo)))
 
 
 @audit_cli.command("verify")
@@ -197,11 +197,11 @@ def audit_head():
               help="Report an event left unsealed longer than this.")
 def audit_verify(head_text, max_unsealed_seconds):
     """Check the audit trail; print OK (exit 0) or its first problem (exit 1)."""
-    from clarity import audit
+    from clarity import audit_chain
 
     head = _read_head(head_text) if head_text else None
     with _audit_repository(snapshot=True) as repo:
-        report = audit.verify(repo, head=head, max_unsealed_seconds=max_unsealed_seconds)
+        report = audit_chain.verify(repo, head=head, max_unsealed_seconds=max_unsealed_seconds)
     if report.problem:
         click.echo(f"FAIL {report.problem.kind}: {report.problem.message} "
                    f"({report.seals} seal(s) verified before it)")
@@ -211,11 +211,11 @@ def audit_verify(head_text, max_unsealed_seconds):
 
 def _read_head(text: str) -> tuple[int, bytes]:
     """An exported head from JSON text (starting with ``{``) or a file; UsageError otherwise."""
-    from clarity import audit
+    from clarity import audit_chain
 
     try:
         raw = text if text.lstrip().startswith("{") else Path(text).read_text(encoding="utf-8")
-        return audit.parse_head(json.loads(raw))
+        return audit_chain.parse_head(json.loads(raw))
     except (OSError, ValueError) as exc:
         raise click.UsageError(f"--head takes a file or the JSON printed by `audit head` ({exc})") from None
 

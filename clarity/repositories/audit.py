@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from psycopg.rows import class_row, dict_row
 
-# Every column of an event, as the chain hashes it (see clarity.audit.canonical).
+# Every column of an event, as the chain hashes it (see clarity.audit_chain.canonical).
 EVENT_COLUMNS = ("id", "xid", "occurred_at", "actor_id", "actor_role", "action", "event_type",
                  "entity_type", "entity_id", "patient_id", "outcome", "client_addr",
                  "request_id", "fields")

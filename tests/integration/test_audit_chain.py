@@ -23,7 +23,7 @@ import uuid
 import psycopg
 import pytest
 
-from clarity import audit, config, create_app, queries
+from clarity import audit_chain, config, create_app, queries
 from clarity.audit import AuditEvent
 from clarity.db import MIGRATIONS_DIR
 from clarity.errors import NotFound
@@ -69,7 +69,7 @@ def commit_events(db, count=1, request_id=None) -> str:
 
 
 def seal(db, **options):
-    return db.run(lambda uow: audit.seal(uow.audit_events, **options))
+    return db.run(lambda uow: audit_chain.seal(uow.audit_events, **options))
 
 
 def seal_all(db) -> int:
@@ -141,9 +141,9 @@ def attacker(trail):
             yield conn
 
 
-def verify_in(conn, **options) -> audit.Problem | None:
+def verify_in(conn, **options) -> audit_chain.Problem | None:
     """The first problem ``verify`` finds as this connection sees the trail."""
-    return audit.verify(AuditRepository(conn, AUDIT_SQL), **options).problem
+    return audit_chain.verify(AuditRepository(conn, AUDIT_SQL), **options).problem
 
 
 def test_canonical_encoding_is_compact_sorted_json_of_every_column_in_utc():
@@ -152,15 +152,15 @@ def test_canonical_encoding_is_compact_sorted_json_of_every_column_in_utc():
         "occurred_at": dt.datetime(2024, 5, 1, 14, 30, 0, 5, tzinfo=dt.timezone(dt.timedelta(hours=2))),
         "fields": ["mrn"]}
 
-    encoded = audit.canonical(event)
+    encoded = audit_chain.canonical(event)
 
     assert encoded.startswith(b'{"action":"R","actor_id":null,')
     assert b'"occurred_at":"2024-05-01T12:30:00.000005Z"' in encoded and b" " not in encoded
     for name in EVENT_COLUMNS:
         changed = event | {name: dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc) if name == "occurred_at" else ["x"]}
-        assert audit.chain_hash(audit.GENESIS_HASH, changed) != audit.chain_hash(audit.GENESIS_HASH, event), name
+        assert audit_chain.chain_hash(audit_chain.GENESIS_HASH, changed) != audit_chain.chain_hash(audit_chain.GENESIS_HASH, event), name
     with pytest.raises(KeyError):
-        audit.canonical({k: v for k, v in event.items() if k != "client_addr"})
+        audit_chain.canonical({k: v for k, v in event.items() if k != "client_addr"})
 
 
 def test_concurrent_writers_and_sealers_seal_every_committed_event_exactly_once(chain):
@@ -219,9 +219,9 @@ def test_concurrent_writers_and_sealers_seal_every_committed_event_exactly_once(
     with psycopg.connect(chain.app_url, autocommit=True) as conn:
         conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
         with conn.transaction():
-            report = audit.verify(AuditRepository(conn, chain.db.queries.audit), max_unsealed_seconds=0,
+            report = audit_chain.verify(AuditRepository(conn, chain.db.queries.audit), max_unsealed_seconds=0,
                                   batch_size=100)
-    assert report == audit.Report(seals=events, unsealed=0, problem=None)
+    assert report == audit_chain.Report(seals=events, unsealed=0, problem=None)
 
 
 def test_an_open_request_transaction_neither_blocks_the_sealer_nor_is_sealed_before_it_commits(chain):
@@ -246,7 +246,7 @@ def test_a_sealer_holding_its_lock_does_not_block_requests_and_a_second_sealer_s
     commit_events(chain.db, 2)
     with psycopg.connect(chain.app_url, autocommit=True) as sealer_conn:
         with sealer_conn.transaction():
-            assert audit.seal(AuditRepository(sealer_conn, chain.db.queries.audit)) == 2
+            assert audit_chain.seal(AuditRepository(sealer_conn, chain.db.queries.audit)) == 2
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 request = pool.submit(commit_events, chain.db, 1)
                 second_sealer = pool.submit(seal, chain.db)
@@ -271,7 +271,7 @@ def test_verify_reports_an_altered_event_by_id(chain, sealed):
 
 def test_verify_reports_a_deleted_event_by_id(trail, attacker):
     tamper(attacker, "DELETE FROM audit_events WHERE id = %s", (trail.ids[3],))
-    assert verify_in(attacker) == audit.Problem("deleted", f"event {trail.ids[3]} (seal 4) was deleted")
+    assert verify_in(attacker) == audit_chain.Problem("deleted", f"event {trail.ids[3]} (seal 4) was deleted")
 
 
 @pytest.mark.parametrize("statement, expected", [
@@ -280,7 +280,7 @@ def test_verify_reports_a_deleted_event_by_id(trail, attacker):
 ], ids=["seq-gap", "wrong-prev-hash"])
 def test_verify_reports_a_broken_link(attacker, statement, expected):
     tamper(attacker, statement)
-    assert verify_in(attacker) == audit.Problem("broken_link", expected)
+    assert verify_in(attacker) == audit_chain.Problem("broken_link", expected)
 
 
 def test_a_forged_and_rehashed_chain_is_found_only_against_an_exported_head(chain, sealed, tmp_path):
@@ -290,7 +290,7 @@ def test_a_forged_and_rehashed_chain_is_found_only_against_an_exported_head(chai
         seq = conn.execute("SELECT seq FROM audit_seals WHERE event_id = %s", (sealed[4],)).fetchone()[0]
         tamper(conn, "UPDATE audit_events SET outcome = 'failure' WHERE id = %s", (sealed[4],))
         tamper(conn, "DELETE FROM audit_seals WHERE seq >= %s", (seq,))
-        assert audit.seal(AuditRepository(conn, AUDIT_SQL)) == 12 - seq + 1  # rehash
+        assert audit_chain.seal(AuditRepository(conn, AUDIT_SQL)) == 12 - seq + 1  # rehash
 
     assert chain.cli("verify").exit_code == 0
     for head_option in (head, str(tmp_path / "head.json")):
@@ -300,12 +300,12 @@ def test_a_forged_and_rehashed_chain_is_found_only_against_an_exported_head(chai
 
 
 def test_a_truncated_tail_is_found_only_against_an_exported_head(trail, attacker):
-    head = audit.parse_head(audit.export_head(AuditRepository(attacker, AUDIT_SQL)))
+    head = audit_chain.parse_head(audit_chain.export_head(AuditRepository(attacker, AUDIT_SQL)))
     tamper(attacker, "DELETE FROM audit_seals WHERE seq > 9")
     tamper(attacker, "DELETE FROM audit_events WHERE id = ANY(%s)", (trail.ids[9:],))
 
     assert verify_in(attacker) is None
-    assert verify_in(attacker, head=head) == audit.Problem(
+    assert verify_in(attacker, head=head) == audit_chain.Problem(
         "head_mismatch", "the chain ends at seq 9, before the exported head's seq 12: seals were removed")
 
 
@@ -316,7 +316,7 @@ def test_verify_reports_an_event_inserted_out_of_order(trail, xid):
             forged = conn.execute(
                 "INSERT INTO audit_events (xid, action, event_type, outcome) "
                 "VALUES (%s::xid8, 'R', 'patient.read', 'success') RETURNING id", (xid,)).fetchone()[0]
-            assert audit.seal(AuditRepository(conn, AUDIT_SQL)) == 0, "the sealer never goes back, nor past the horizon"
+            assert audit_chain.seal(AuditRepository(conn, AUDIT_SQL)) == 0, "the sealer never goes back, nor past the horizon"
             problem = verify_in(conn)
     assert problem.kind == "out_of_order"
     assert problem.message.startswith(f"event {forged} was inserted out of order")
@@ -359,12 +359,12 @@ def test_verify_refuses_a_head_that_is_not_one(session_app, head):
 
 def test_the_sealer_refuses_to_continue_a_chain_whose_head_event_is_gone(trail, attacker):
     tamper(attacker, "DELETE FROM audit_events WHERE id = %s", (trail.ids[-1],))
-    with pytest.raises(audit.ChainBroken, match="the event of seal 12 is missing"):
-        audit.seal(AuditRepository(attacker, AUDIT_SQL))
+    with pytest.raises(audit_chain.ChainBroken, match="the event of seal 12 is missing"):
+        audit_chain.seal(AuditRepository(attacker, AUDIT_SQL))
 
 
 def test_the_background_sealer_seals_on_its_own_and_stops_cleanly(chain):
-    sealer = audit.start_background_sealer(chain.app, 0.02)
+    sealer = audit_chain.start_background_sealer(chain.app, 0.02)
     try:
         request_id = commit_events(chain.db, 3)
         with chain.owner() as conn:
@@ -375,7 +375,7 @@ def test_the_background_sealer_seals_on_its_own_and_stops_cleanly(chain):
     finally:
         sealer.stop()
     assert not sealer._thread.is_alive()
-    assert audit.start_background_sealer(chain.app, 0) is None
+    assert audit_chain.start_background_sealer(chain.app, 0) is None
 
 
 def test_the_background_sealer_logs_errors_by_type_only_and_retries(caplog):
@@ -389,8 +389,8 @@ def test_the_background_sealer_logs_errors_by_type_only_and_retries(caplog):
             return 4
 
     database = FailingOnce()
-    sealer = audit.BackgroundSealer(database, 0.01)
-    with caplog.at_level(logging.WARNING, logger="clarity.audit"):
+    sealer = audit_chain.BackgroundSealer(database, 0.01)
+    with caplog.at_level(logging.WARNING, logger="clarity.audit_chain"):
         sealer.start()
         deadline = time.monotonic() + 5
         while database.calls < 2 and time.monotonic() < deadline:
