@@ -3,19 +3,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from flask import Flask
+
+if TYPE_CHECKING:  # for editors and type checkers only: no import-time work
+    from flask_caching import Cache
+    from flask_limiter import Limiter
+
+    from clarity.config import Settings
+    from clarity.db import Database
+    from clarity.security.passwords import Passwords
 
 
 @dataclasses.dataclass
 class Clarity:
     """What the app needs at run time, built once by create_app (``app.extensions["clarity"]``)."""
 
-    settings: object
-    db: object
-    passwords: object
-    cache: object = None  # flask-caching, for what holds no PHI (the OpenAPI document)
-    limiter: object = None  # flask-limiter: the API's rate limits
+    settings: Settings
+    db: Database
+    passwords: Passwords
+    cache: Cache | None = None  # flask-caching, for what holds no PHI (the OpenAPI document)
+    limiter: Limiter | None = None  # flask-limiter: the API's rate limits
 
 
 def create_app(settings=None, *, keyring=None) -> Flask:
