@@ -37,7 +37,7 @@ import psycopg
 import requests
 
 from clarity import config, localpg
-from clarity.api.common import encode_cursor
+from clarity.api import cursors
 from clarity.security.crypto import Keyring
 from bench import bare, cpu, seed
 from bench.server import Gunicorn, Row
@@ -52,6 +52,7 @@ WRK_LOAD = ["-t2", "-c8"]
 WARMUP_SECONDS = 1
 GET_TARGET, CPU_TARGET_MS = 0.60, 0.8
 PAGE, PER_ROW_TARGET = 50, 4.0
+LIST_ENDPOINT = "patients.list_patients"  # the list whose cursors write_list_queries makes
 
 
 
@@ -109,13 +110,15 @@ def bare_row(scenario: str, pg_pid: int, url: str, measure) -> Row:
                timing.client_cpu * 1e3 / n, pg_cpu * 1e3 / n, "per statement; app CPU = client")
 
 
-def write_list_queries(url: str, seeded: seed.Seeded, path: Path) -> None:
+def write_list_queries(url: str, seeded: seed.Seeded, path: Path, keyring: Keyring) -> None:
     """Query strings of the provider's full list pages, one a line: the first page, and the
-    page after each patient that has a full page and one more patient after it."""
+    page after each patient that has a full page and one more patient after it (cursors
+    signed as the app signs them, with the same keys)."""
     with psycopg.connect(url, options="-c clarity.actor_role=admin") as conn:
         keys = conn.execute("SELECT created_at, id FROM patients WHERE provider_id = %s AND deleted_at IS NULL"
                             " ORDER BY created_at, id", (seeded.provider_id,)).fetchall()
-    lines = [f"?limit={PAGE}"] + [f"?limit={PAGE}&cursor={encode_cursor(key)}" for key in keys[:-(PAGE + 1)]]
+    lines = [f"?limit={PAGE}"] + [f"?limit={PAGE}&cursor={cursors.encode(key, keyring=keyring, endpoint=LIST_ENDPOINT)}"
+                                  for key in keys[:-(PAGE + 1)]]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -194,8 +197,11 @@ def main() -> None:
         print(f"seeded {len(seeded.patient_ids)} patients in {time.monotonic() - started:.1f}s", flush=True)
         ids_file = BASE / "patient-ids.txt"
         ids_file.write_text("\n".join(seeded.patient_ids) + "\n")
+        settings = config.from_env(env)
+        keyring = Keyring(settings.data_keys, settings.active_data_key, settings.blind_index_key,
+                          settings.blind_index_next_key)
         list_file = BASE / "list-queries.txt"
-        write_list_queries(env["DATABASE_URL"], seeded, list_file)
+        write_list_queries(env["DATABASE_URL"], seeded, list_file, keyring)
 
         # A benchmark's few tokens send far more than any person: rate limits off.
         app_env = {**os.environ, **env, "CLARITY_ENV": "development", "CLARITY_RATE_LIMIT_ENABLED": "0"}
@@ -228,9 +234,6 @@ def main() -> None:
         for server in servers:
             server.stop()
 
-        settings = config.from_env(env)
-        keyring = Keyring(settings.data_keys, settings.active_data_key, settings.blind_index_key,
-                          settings.blind_index_next_key)
         print("running bare psycopg get_patient ...", flush=True)
         rows["bare_get"] = bare_row("bare psycopg get_patient", pg_pid, env["DATABASE_URL"], lambda conn: (
             bare.get_patients(conn, seeded.patient_ids, seeded.provider_id, SECONDS)))

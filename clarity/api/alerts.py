@@ -179,9 +179,10 @@ def put_global_rule(body, kind):
 def list_patient_alerts(args, patient_id):
     """The patient's alerts, newest reading first, optionally of one ``status``; the next page
     is in the ``Link`` header."""
-    page, after = run(lambda uow, actor: alerts.list_patient_alerts(
-        uow, actor, patient_id, status=args["status"], after=decode_cursor(args["cursor"]), limit=args["limit"]))
-    return page, 200, next_link(after)
+    after = decode_cursor(args["cursor"])
+    page, next_after = run(lambda uow, actor: alerts.list_patient_alerts(
+        uow, actor, patient_id, status=args["status"], after=after, limit=args["limit"]))
+    return page, 200, next_link(next_after)
 
 
 @blp.route("/alerts", methods=["GET"])
@@ -191,9 +192,10 @@ def list_patient_alerts(args, patient_id):
 def list_alerts(args):
     """The alerts of all your patients (admins: everyone's), newest reading first, optionally of
     one ``status`` (``?status=open`` for the worklist); the next page is in the ``Link`` header."""
-    page, after = run(lambda uow, actor: alerts.list_alerts(
-        uow, actor, status=args["status"], after=decode_cursor(args["cursor"]), limit=args["limit"]))
-    return page, 200, next_link(after)
+    after = decode_cursor(args["cursor"])
+    page, next_after = run(lambda uow, actor: alerts.list_alerts(
+        uow, actor, status=args["status"], after=after, limit=args["limit"]))
+    return page, 200, next_link(next_after)
 
 
 @blp.route("/alerts/<uuid:alert_id>", methods=["GET"])

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from urllib.parse import urlencode
 
-from flask import request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from clarity.api.access import roles
 from clarity.api.openapi import any_of_required, if_match
-from clarity.api.common import Blueprint, cursor_field, decode_cursor, encode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.api.common import Blueprint, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
 from clarity.security.access import PHI_ROLES
 from clarity.services import appointments
 
@@ -118,10 +116,11 @@ def book_appointment(body, patient_id):
 def list_patient_appointments(args, patient_id):
     """The patient's appointments overlapping [from, to) (both optional), by start time; the
     next page is in the ``Link`` header."""
-    page, after = run(lambda uow, actor: appointments.list_patient_appointments(
+    after = decode_cursor(args["cursor"])
+    page, next_after = run(lambda uow, actor: appointments.list_patient_appointments(
         uow, actor, patient_id, window_start=args["window_start"], window_end=args["window_end"],
-        status=args["status"], after=decode_cursor(args["cursor"]), limit=args["limit"]))
-    return [to_view(a) for a in page], 200, next_link(after)
+        status=args["status"], after=after, limit=args["limit"]))
+    return [to_view(a) for a in page], 200, next_link(next_after)
 
 
 @blp.route("/appointments", methods=["GET"])
@@ -132,11 +131,13 @@ def list_schedule(args):
     """Your schedule (an admin: everyone's, or ``provider_id``'s): appointments overlapping
     [from, to), by start time. The window defaults to the next 7 days and spans at most 31
     (422 naming ``to``); the ``Link`` header's next page keeps the window it was given."""
-    page, after, window = run(lambda uow, actor: appointments.list_schedule(
+    after = decode_cursor(args["cursor"])
+    page, next_after, window = run(lambda uow, actor: appointments.list_schedule(
         uow, actor, window_start=args["window_start"], window_end=args["window_end"],
-        provider_id=args["provider_id"], status=args["status"],
-        after=decode_cursor(args["cursor"]), limit=args["limit"]))
-    return [to_view(a) for a in page], 200, _next_schedule_link(after, window)
+        provider_id=args["provider_id"], status=args["status"], after=after, limit=args["limit"]))
+    # The window the first page defaulted to goes into the next page's query, so it is kept.
+    return [to_view(a) for a in page], 200, next_link(next_after, {"from": window[0].isoformat(),
+                                                                  "to": window[1].isoformat()})
 
 
 @blp.route("/appointments/<uuid:appointment_id>", methods=["GET"])
@@ -160,13 +161,3 @@ def update_appointment(body, appointment_id):
     version = if_match_version()
     appointment = run(lambda uow, actor: appointments.update_appointment(uow, actor, appointment_id, version, body))
     return to_view(appointment), 200, etag(appointment.version)
-
-
-def _next_schedule_link(after, window) -> dict:
-    """As next_link, with the window the first page defaulted to, so later pages keep it."""
-    cursor = encode_cursor(after)
-    if cursor is None:
-        return {}
-    args = {**request.args.to_dict(), "from": window[0].isoformat(), "to": window[1].isoformat(),
-            "cursor": cursor}
-    return {"Link": f'<{request.path}?{urlencode(args)}>; rel="next"'}

@@ -59,7 +59,7 @@ def list_audit_events(args):
     ``action`` (C, R, U, D, E) and the time range ``from`` (inclusive) – ``to`` (exclusive);
     the next (older) page is in the ``Link`` header. Auditors and admins only (403 otherwise).
     Events hold ids and field names, never PHI. This read is itself audited."""
-    after = decode_cursor(args.pop("cursor"), id_type=int)
+    after = decode_cursor(args.pop("cursor"))
     limit = args.pop("limit")
     page, next_after = run(lambda uow, actor: audit_events.list_audit_events(
         uow, actor, after=after, limit=limit, **args))

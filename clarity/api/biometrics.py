@@ -3,7 +3,6 @@ newest first, summaries per hour or day, the latest per kind."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 
@@ -141,14 +140,6 @@ def _reading(item: dict, window) -> Reading | tuple[str, str]:
     return Reading(kind, float(value), unit, moment, device)
 
 
-def _reading_key(text: str) -> tuple[str, str]:
-    """The (kind, source_device) part of a readings cursor; ValueError when malformed."""
-    kind, device = json.loads(text)
-    if not isinstance(kind, str) or not isinstance(device, str):
-        raise ValueError("bad cursor")
-    return kind, device
-
-
 @blp.route("/patients/<uuid:patient_id>/biometrics", methods=["POST"])
 @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": {"oneOf": [
     BiometricReadingSchema,
@@ -173,12 +164,11 @@ def ingest(patient_id):
 def list_readings(args, patient_id):
     """The patient's readings, newest first, filtered by ``kind`` and ``from`` (inclusive) –
     ``to`` (exclusive); the next (older) page is in the ``Link`` header."""
-    after = decode_cursor(args["cursor"], id_type=_reading_key)
+    after = decode_cursor(args["cursor"])
     page, next_after = run(lambda uow, actor: biometrics.list_readings(
         uow, actor, patient_id, kind=args["kind"], recorded_from=args["recorded_from"],
-        recorded_to=args["recorded_to"], after=(after[0], *after[1]) if after else None, limit=args["limit"]))
-    cursor = (next_after[0], json.dumps(list(next_after[1:]))) if next_after else None
-    return page, 200, next_link(cursor)
+        recorded_to=args["recorded_to"], after=after, limit=args["limit"]))
+    return page, 200, next_link(next_after)
 
 
 @blp.route("/patients/<uuid:patient_id>/biometrics/summary", methods=["GET"])

@@ -1,23 +1,21 @@
 """What every resource shares: the blueprint, safe text fields, ETags, cursors, and running a unit of work."""
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import json
 import re
-import uuid
 from urllib.parse import urlencode
 
 import flask_smorest
 from flask import current_app, g, request
 from marshmallow import ValidationError, fields, validate
 
-from clarity.api import body
+from clarity.api import body, cursors
 from clarity.api.access import bearer_token
-from clarity.errors import BadRequest, PreconditionRequired
+from clarity.errors import BadRequest, PreconditionRequired, Unavailable
 from clarity.services import auth
 
 MAX_LIMIT = 200
+# A readings cursor holds a source device of up to 200 characters (up to 4 UTF-8 bytes each).
+MAX_CURSOR_LENGTH = 2048
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ETAG = re.compile(r'^"(\d{1,9})"$')
 # RFC 9110 If-Match: "*" or a list of entity-tags (opaque, visible ASCII but the quote).
@@ -58,42 +56,49 @@ def limit_field(strict: bool = True):
 
 
 def cursor_field():
-    return Text(max_length=200, load_default=None, metadata={
+    return Text(max_length=MAX_CURSOR_LENGTH, load_default=None, metadata={
         "pattern": "^[A-Za-z0-9_-]+$",
         "description": "Opaque: the cursor of the previous page (its Link header or next_cursor); "
                        "any other value is 400."})
 
 
-def encode_cursor(after) -> str | None:
-    """An opaque cursor for a (created_at, id) keyset position."""
-    if after is None:
-        return None
-    created_at, row_id = after
-    raw = json.dumps([created_at.isoformat(), str(row_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, id_type=uuid.UUID):
-    """The keyset position in a cursor, its id converted by ``id_type`` (``int`` for bigint
-    ids); BadRequest when it was not made by encode_cursor."""
+def decode_cursor(cursor: str | None) -> tuple | None:
+    """The keyset position in a cursor this list issued (None when there is none: the first
+    page). BadRequest when it is malformed, altered, or from another list (or another
+    patient's); Unavailable while no keys are configured to check it."""
     if cursor is None:
         return None
     try:
-        created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return dt.datetime.fromisoformat(created_at), id_type(row_id)
-    except (ValueError, TypeError):
+        return cursors.decode(cursor, **_this_list())
+    except cursors.InvalidCursor:
         raise BadRequest("The cursor is invalid; use the one from the previous page.") from None
 
 
-def next_link(after) -> dict:
-    """A ``Link: <…>; rel="next"`` header for a GET list, or none on the last page."""
-    cursor = encode_cursor(after)
+def encode_cursor(position: tuple | None) -> str | None:
+    """The opaque cursor of a keyset position for this request's list (a body's
+    ``next_cursor``), or None on the last page."""
+    return None if position is None else cursors.encode(position, **_this_list())
+
+
+def next_link(position: tuple | None, args: dict | None = None) -> dict:
+    """A ``Link: <…>; rel="next"`` header for a GET list continuing after ``position``, or none
+    on the last page. The next page repeats this request's query, ``args`` overriding it (a
+    window the first page defaulted to, so later pages keep it)."""
+    cursor = encode_cursor(position)
     if cursor is None:
         return {}
-    args = request.args.to_dict()
-    args["cursor"] = cursor
+    query = {**request.args.to_dict(), **(args or {}), "cursor": cursor}
     # Encoded: a timestamp filter's "+00:00" would otherwise come back as a space.
-    return {"Link": f'<{request.path}?{urlencode(args)}>; rel="next"'}
+    return {"Link": f'<{request.path}?{urlencode(query)}>; rel="next"'}
+
+
+def _this_list() -> dict:
+    """What binds a cursor to the list serving this request: its endpoint and path arguments,
+    and the keyring whose blind-index root signs cursors."""
+    keyring = clarity().db.keyring
+    if keyring is None:
+        raise Unavailable("Encryption keys are not configured.", retry_after=60)
+    return {"keyring": keyring, "endpoint": request.endpoint, "path_args": request.view_args}
 
 
 def etag(version: int) -> dict:

@@ -129,9 +129,7 @@ def get_twin(patient_id):
 @roles(*PHI_ROLES)
 def list_versions(args, patient_id):
     """Every version, newest first; the next page is in the ``Link`` header."""
-    after = decode_cursor(args["cursor"], id_type=int)
-    page, before_version = run(lambda uow, actor: digital_twins.list_versions(
-        uow, actor, patient_id, before_version=after[1] if after else None, limit=args["limit"]))
-    # The cursor holds (created_at, version); the keyset is the version.
-    return [to_view(t) for t in page], 200, next_link(
-        (page[-1].created_at, before_version) if before_version is not None else None)
+    before = decode_cursor(args["cursor"])
+    page, next_before = run(lambda uow, actor: digital_twins.list_versions(
+        uow, actor, patient_id, before=before, limit=args["limit"]))
+    return [to_view(t) for t in page], 200, next_link(next_before)

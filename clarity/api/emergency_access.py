@@ -49,8 +49,7 @@ def grant(body, patient_id):
 @roles(ADMIN)
 def list_grants(args):
     """Every grant, newest first (admins); next page in the Link header."""
-    page = run(lambda uow, actor: emergency_access.list_emergency_access(
-        uow, actor, active_only=args["active"], before=decode_cursor(args["cursor"]), limit=args["limit"] + 1))
-    more = len(page) > args["limit"]
-    page = page[:args["limit"]]
-    return page, 200, next_link((page[-1].granted_at, page[-1].id) if more else None)
+    before = decode_cursor(args["cursor"])
+    page, next_before = run(lambda uow, actor: emergency_access.list_emergency_access(
+        uow, actor, active_only=args["active"], before=before, limit=args["limit"]))
+    return page, 200, next_link(next_before)

@@ -169,10 +169,11 @@ def create_patient(body):
 def list_patients(args):
     """The actor's patients, oldest first, filtered by status and date of birth range; the
     next page is in the ``Link`` header. Searches by MRN, email or name: POST /search."""
-    page, after = run(lambda uow, actor: patients.list_patients(
+    after = decode_cursor(args["cursor"])
+    page, next_after = run(lambda uow, actor: patients.list_patients(
         uow, actor, status=args["status"], born_from=args["born_from"], born_to=args["born_to"],
-        after=decode_cursor(args["cursor"]), limit=args["limit"]))
-    return [to_view(p) for p in page], 200, next_link(after)
+        after=after, limit=args["limit"]))
+    return [to_view(p) for p in page], 200, next_link(next_after)
 
 
 @blp.route("/search", methods=["POST"])
@@ -183,11 +184,11 @@ def list_patients(args):
 def search_patients(body):
     """Find the actor's patients by MRN, email and/or last name (case- and accent-insensitive).
     The criteria travel in the body because PHI never goes into a URL."""
-    page, after = run(lambda uow, actor: patients.list_patients(
+    after = decode_cursor(body["cursor"])
+    page, next_after = run(lambda uow, actor: patients.list_patients(
         uow, actor, mrn=body["mrn"], email=body["email"], last_name=body["last_name"],
-        status=body["status"], after=decode_cursor(body["cursor"]), limit=body["limit"],
-        event_type="patient.search"))
-    return {"items": [to_view(p) for p in page], "next_cursor": encode_cursor(after)}
+        status=body["status"], after=after, limit=body["limit"], event_type="patient.search"))
+    return {"items": [to_view(p) for p in page], "next_cursor": encode_cursor(next_after)}
 
 
 @blp.route("/<uuid:patient_id>", methods=["GET"])

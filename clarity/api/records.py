@@ -160,10 +160,11 @@ def create_record(body, patient_id):
 def list_records(args, patient_id):
     """A patient's records, newest recorded first, each saying whether it was superseded;
     the next page is in the ``Link`` header."""
-    page, before = run(lambda uow, actor: records.list_records(
-        uow, actor, patient_id, type=args["type"], current_only=args["current"],
-        before=decode_cursor(args["cursor"]), limit=args["limit"]))
-    return page, 200, next_link(before)
+    before = decode_cursor(args["cursor"])
+    page, next_before = run(lambda uow, actor: records.list_records(
+        uow, actor, patient_id, type=args["type"], current_only=args["current"], before=before,
+        limit=args["limit"]))
+    return page, 200, next_link(next_before)
 
 
 @blp.route("/records/<uuid:record_id>", methods=["GET"])

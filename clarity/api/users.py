@@ -80,12 +80,9 @@ def change_my_password(body):
 @roles(ADMIN)
 def list_users(args):
     """All staff users, in creation order (admin only); next page in the Link header."""
-    page = run(lambda uow, actor: users.list_users(uow, actor, after=decode_cursor(args["cursor"]),
-                                                   limit=args["limit"] + 1))
-    more = len(page) > args["limit"]
-    page = page[:args["limit"]]
-    after = (page[-1].created_at, page[-1].id) if more else None
-    return page, 200, next_link(after)
+    after = decode_cursor(args["cursor"])
+    page, next_after = run(lambda uow, actor: users.list_users(uow, actor, after=after, limit=args["limit"]))
+    return page, 200, next_link(next_after)
 
 
 @blp.route("", methods=["POST"])

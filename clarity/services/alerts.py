@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from clarity.audit import CREATE, DELETE, READ, UPDATE, AuditEvent
 from clarity.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed, PreconditionRequired
+from clarity.pagination import keyset, page
 from clarity.security.access import ADMIN, PHI_ROLES, Actor, require_role
 from clarity.services.biometrics import KINDS
 from clarity.services.patients import mark_emergency, require_patient
@@ -23,6 +24,7 @@ TRANSITIONS = {"open": ("acknowledged", "resolved"), "acknowledged": ("resolved"
 RULE_FIELDS = ("min_value", "max_value", "severity")
 STALE_RULE = "The rule has changed since you read it; fetch it again."
 STALE_ALERT = "The alert has changed since you read it; fetch it again."
+ALERT_KEY = keyset("reading_recorded_at", "id")
 
 
 def list_alert_rules(uow, actor: Actor, patient_id):
@@ -90,9 +92,9 @@ def list_patient_alerts(uow, actor: Actor, patient_id, *, status=None, after=Non
     uow.audit(event)
     require_patient(uow, actor, patient_id, event)
     rows = uow.alerts.list_for_patient(patient_id, status=status, after=after, limit=limit + 1)
-    page = rows[:limit]
-    event.fields = tuple(sorted({a.kind for a in page}))
-    return page, _next_after(rows, page, limit)
+    items, next_after = page(rows, limit, ALERT_KEY)
+    event.fields = tuple(sorted({a.kind for a in items}))
+    return items, next_after
 
 
 def list_alerts(uow, actor: Actor, *, status=None, after=None, limit: int = 50):
@@ -103,17 +105,17 @@ def list_alerts(uow, actor: Actor, *, status=None, after=None, limit: int = 50):
     uow.audit(AuditEvent(READ, "alert.list", ALERT, fields=("status",) if status else ()))
     require_role(actor, *PHI_ROLES)
     rows = uow.alerts.list(actor, status=status, after=after, limit=limit + 1)
-    page = rows[:limit]
+    items, next_after = page(rows, limit, ALERT_KEY)
     kinds: dict = {}
     providers: dict = {}
-    for alert in page:
+    for alert in items:
         kinds.setdefault(alert.patient_id, set()).add(alert.kind)
         providers[alert.patient_id] = alert.patient_provider_id
     for patient_id, touched in kinds.items():
         event = AuditEvent(READ, "alert.list", ALERT, patient_id=patient_id, fields=tuple(sorted(touched)))
         uow.audit(event)
         mark_emergency(event, actor, providers[patient_id])
-    return page, _next_after(rows, page, limit)
+    return items, next_after
 
 
 def get_alert(uow, actor: Actor, alert_id):
@@ -180,7 +182,3 @@ def _check_rule(kind: str, min_value, max_value, severity: str) -> None:
                           field=field)
     if min_value is not None and max_value is not None and min_value >= max_value:
         raise Invalid("min_value must be below max_value.", field="max_value")
-
-
-def _next_after(rows, page, limit):
-    return (page[-1].reading_recorded_at, page[-1].id) if len(rows) > limit else None

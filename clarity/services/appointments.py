@@ -10,6 +10,7 @@ import datetime as dt
 
 from clarity.audit import CREATE, READ, UPDATE, AuditEvent
 from clarity.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from clarity.pagination import keyset, page
 from clarity.security.access import PHI_ROLES, PROVIDER, Actor, require_role
 from clarity.services.patients import mark_emergency, require_patient
 
@@ -20,6 +21,7 @@ CLOCK_SKEW = dt.timedelta(minutes=5)  # a start this far in the past still count
 DEFAULT_WINDOW = dt.timedelta(days=7)
 MAX_WINDOW = dt.timedelta(days=31)
 STALE = "The appointment has changed since you read it; fetch it again."
+APPOINTMENT_KEY = keyset("starts_at", "id")
 
 
 def book_appointment(uow, actor: Actor, patient_id, *, starts_at: dt.datetime, ends_at: dt.datetime,
@@ -58,7 +60,7 @@ def list_patient_appointments(uow, actor: Actor, patient_id, *, window_start=Non
         raise Invalid("to must be after from.", field="to")
     rows = uow.appointments.list_for_patient(patient["id"], window_start=window_start, window_end=window_end,
                                              status=status, after=after, limit=limit + 1)
-    return _page(rows, limit)
+    return page(rows, limit, APPOINTMENT_KEY)
 
 
 def list_schedule(uow, actor: Actor, *, window_start=None, window_end=None, provider_id=None,
@@ -77,11 +79,11 @@ def list_schedule(uow, actor: Actor, *, window_start=None, window_end=None, prov
     window_start, window_end = _window(window_start, window_end)
     rows = uow.appointments.list_schedule(actor, window_start=window_start, window_end=window_end,
                                           provider_id=provider_id, status=status, after=after, limit=limit + 1)
-    page, next_after = _page(rows, limit)
-    for appointment in page:
+    items, next_after = page(rows, limit, APPOINTMENT_KEY)
+    for appointment in items:
         uow.audit(AuditEvent(READ, "appointment.schedule", ENTITY, appointment.id, appointment.patient_id,
                              fields=fields))
-    return page, next_after, (window_start, window_end)
+    return items, next_after, (window_start, window_end)
 
 
 def get_appointment(uow, actor: Actor, appointment_id):
@@ -178,11 +180,6 @@ def _window(window_start, window_end) -> tuple[dt.datetime, dt.datetime]:
     if window_end - window_start > MAX_WINDOW:
         raise Invalid("The window spans at most 31 days.", field="to")
     return window_start, window_end
-
-
-def _page(rows, limit):
-    page = rows[:limit]
-    return page, ((page[-1].starts_at, page[-1].id) if len(rows) > limit else None)
 
 
 def _now() -> dt.datetime:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from clarity.audit import READ, AuditEvent
+from clarity.pagination import keyset, page
 from clarity.security.access import ADMIN, AUDITOR, Actor, require_role
 
 
@@ -23,6 +24,4 @@ def list_audit_events(uow, actor: Actor, *, patient_id=None, actor_id=None, acti
     rows = uow.audit_events.list(patient_id=patient_id, actor_id=actor_id, action=action,
                                  occurred_from=occurred_from, occurred_to=occurred_to,
                                  after=after, limit=limit + 1)
-    page = rows[:limit]
-    next_after = (page[-1].occurred_at, page[-1].id) if len(rows) > limit else None
-    return page, next_after
+    return page(rows, limit, keyset("occurred_at", "id"))

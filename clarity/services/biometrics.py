@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from clarity.audit import CREATE, READ, AuditEvent
 from clarity.errors import Invalid
+from clarity.pagination import keyset, page
 from clarity.repositories.biometrics import Partition, Reading
 from clarity.security.access import Actor
 from clarity.services.patients import require_patient
@@ -110,10 +111,9 @@ def list_readings(uow, actor: Actor, patient_id, *, kind=None, recorded_from=Non
     require_patient(uow, actor, patient_id, event)
     rows = uow.biometrics.list(patient_id, kind=kind, recorded_from=recorded_from, recorded_to=recorded_to,
                                after=after, limit=limit + 1)
-    page = rows[:limit]
-    event.fields = _kinds(page, kind)
-    last = page[-1] if len(rows) > limit else None
-    return page, (last.recorded_at, last.kind, last.source_device) if last else None
+    items, next_after = page(rows, limit, keyset("recorded_at", "kind", "source_device"))
+    event.fields = _kinds(items, kind)
+    return items, next_after
 
 
 def summarize_readings(uow, actor: Actor, patient_id, *, kind=None, bucket: str = "day",

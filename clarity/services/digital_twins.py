@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from clarity.audit import CREATE, READ, UPDATE, AuditEvent
 from clarity.errors import NotFound, PreconditionFailed, PreconditionRequired
+from clarity.pagination import keyset, page
 from clarity.security.access import Actor
 from clarity.services.patients import require_patient
 
@@ -31,16 +32,16 @@ def get_twin(uow, actor: Actor, patient_id):
     return twin
 
 
-def list_versions(uow, actor: Actor, patient_id, *, before_version=None, limit: int = 50):
-    """A keyset page of the versions, newest first: ``(versions, next_before_version)``,
-    the latter None on the last page."""
+def list_versions(uow, actor: Actor, patient_id, *, before=None, limit: int = 50):
+    """A keyset page of the versions, newest first: ``(versions, next_before)``, positions
+    ``(version,)``, the latter None on the last page."""
     event = AuditEvent(READ, "digital_twin.versions", ENTITY, patient_id, patient_id)
     uow.audit(event)
     require_patient(uow, actor, patient_id, event)
-    rows = uow.digital_twins.versions(patient_id, before_version=before_version, limit=limit + 1)
-    page = rows[:limit]
-    event.fields = tuple(sorted({name for version in page for name in version.config}))
-    return page, (page[-1].version if len(rows) > limit else None)
+    rows = uow.digital_twins.versions(patient_id, before_version=before[0] if before else None, limit=limit + 1)
+    items, next_before = page(rows, limit, keyset("version"))
+    event.fields = tuple(sorted({name for version in items for name in version.config}))
+    return items, next_before
 
 
 def put_twin(uow, actor: Actor, patient_id, config: dict, *, expected_version: int | None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from clarity.audit import EXECUTE, READ, AuditEvent
 from clarity.errors import NotFound
+from clarity.pagination import keyset, page
 from clarity.security.access import ADMIN, PROVIDER, Actor, require_role
 
 ENTITY = "emergency_access"
@@ -29,8 +30,10 @@ def grant_emergency_access(uow, actor: Actor, patient_id, reason: str, *, minute
     return grant
 
 
-def list_emergency_access(uow, actor: Actor, *, active_only: bool, before, limit: int):
-    """Grants, newest first (admin only); reading them is audited."""
+def list_emergency_access(uow, actor: Actor, *, active_only: bool, before=None, limit: int = 50):
+    """A keyset page of grants, newest first (admin only): ``(grants, next_before)``, the
+    latter None on the last page. Reading them is audited."""
     uow.audit(AuditEvent(READ, "emergency_access.list", ENTITY, fields=("reason",)))
     require_role(actor, ADMIN)
-    return uow.emergency_access.list(active_only=active_only, before=before, limit=limit)
+    rows = uow.emergency_access.list(active_only=active_only, before=before, limit=limit + 1)
+    return page(rows, limit, keyset("granted_at", "id"))

@@ -5,10 +5,12 @@ import datetime as dt
 
 from clarity.audit import CREATE, DELETE, READ, UPDATE, AuditEvent
 from clarity.errors import Forbidden, Invalid, NotFound, PreconditionFailed
+from clarity.pagination import keyset, page
 from clarity.security.access import PHI_ROLES, PROVIDER, Actor, require_role
 
 ENTITY = "patient"
 STALE = "The patient has changed since you read it; fetch it again."
+PATIENT_KEY = keyset("created_at", "id")
 
 
 def create_patient(uow, actor: Actor, *, phi: dict, status: str = "active", provider_id=None):
@@ -71,22 +73,21 @@ def list_patients(uow, actor: Actor, *, status=None, born_from: dt.date | None =
                 "mrn": mrn, "email": email, "last_name": last_name}
     fields = tuple(name for name, value in criteria.items() if value is not None)
     require_role_audited(uow, actor, event_type, fields)
-    found, cursor, exhausted = [], after, False
+    found, scanned_to, exhausted = [], after, False
     while len(found) <= limit and not exhausted:
         batch = uow.patients.list(
             actor, status=status, mrn=mrn, email=email, last_name=last_name,
             birth_year_from=born_from.year if born_from else None,
             birth_year_to=born_to.year if born_to else None,
-            after=cursor, limit=limit + 1)
+            after=scanned_to, limit=limit + 1)
         exhausted = len(batch) <= limit
         if batch:
-            cursor = (batch[-1].created_at, batch[-1].id)
+            scanned_to = PATIENT_KEY(batch[-1])
         found.extend(p for p in batch if _born_within(p, born_from, born_to))
-    page = found[:limit]
-    next_after = (page[-1].created_at, page[-1].id) if len(found) > limit else None
-    for patient in page:
+    items, next_after = page(found, limit, PATIENT_KEY)
+    for patient in items:
         uow.audit(AuditEvent(READ, event_type, ENTITY, patient.id, patient.id, fields=fields))
-    return page, next_after
+    return items, next_after
 
 
 def require_patient(uow, actor: Actor, patient_id, event: AuditEvent | None = None) -> dict:
@@ -148,8 +149,9 @@ def update_patient(uow, actor: Actor, patient_id, version: int, changes: dict):
     mark_emergency(event, actor, current.provider_id)
     if current.version != version:
         raise PreconditionFailed(STALE)
-    status = changes.pop("status", current.status)
-    phi = {**current.phi, **changes}
+    # The caller's dict stays as it was: Database.run may retry this whole function.
+    status = changes.get("status", current.status)
+    phi = {**current.phi, **{name: value for name, value in changes.items() if name != "status"}}
     updated = uow.patients.update(patient_id, version, actor, status=status, phi=phi)
     if updated is None:
         raise PreconditionFailed(STALE)

@@ -10,6 +10,7 @@ import datetime as dt
 
 from clarity.audit import CREATE, READ, AuditEvent
 from clarity.errors import NotFound
+from clarity.pagination import keyset, page
 from clarity.security.access import PHI_ROLES, Actor, require_role
 from clarity.services.patients import mark_emergency, require_patient
 
@@ -39,13 +40,12 @@ def list_records(uow, actor: Actor, patient_id, *, type=None, current_only=False
     uow.audit(event)
     access = require_patient(uow, actor, patient_id, event)
     rows = uow.records.list(patient_id, type=type, current_only=current_only, before=before, limit=limit + 1)
-    page = rows[:limit]
-    for record in page:
+    items, next_before = page(rows, limit, keyset("recorded_at", "id"))
+    for record in items:
         read = AuditEvent(READ, "medical_record.read", ENTITY, record.id, patient_id, fields=tuple(record.body))
         mark_emergency(read, actor, access["provider_id"])
         uow.audit(read)
-    next_before = (page[-1].recorded_at, page[-1].id) if len(rows) > limit else None
-    return page, next_before
+    return items, next_before
 
 
 def get_record(uow, actor: Actor, record_id):

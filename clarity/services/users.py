@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from clarity.audit import CREATE, READ, UPDATE, AuditEvent
 from clarity.errors import NotFound, PreconditionFailed
+from clarity.pagination import keyset, page
 from clarity.security.access import ADMIN, Actor, require_role
 
 
@@ -24,10 +25,12 @@ def create_user(uow, actor: Actor, *, email, display_name, role, password, passw
     return user
 
 
-def list_users(uow, actor: Actor, *, after, limit):
+def list_users(uow, actor: Actor, *, after=None, limit: int = 50):
+    """A keyset page of staff users in creation order (admin only): ``(users, next_after)``,
+    the latter None on the last page."""
     uow.audit(AuditEvent(READ, "user.list", "user"))
     require_role(actor, ADMIN)
-    return uow.users.list(after=after, limit=limit)
+    return page(uow.users.list(after=after, limit=limit + 1), limit, keyset("created_at", "id"))
 
 
 def update_user(uow, actor: Actor, user_id, version: int, changes: dict, *, passwords):

@@ -335,3 +335,19 @@ def test_a_failing_audit_insert_fails_the_whole_unit_and_leaves_the_connection_u
     with real_db.connection() as conn:
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert real_db.run(lambda uow: add_user(uow).email)
+
+
+def test_a_retried_patient_update_sees_the_callers_changes_unchanged(db, make_staff):
+    """update_patient may run twice (Database.run retries serialization failures): it must not
+    consume the caller's dict, or the retry would silently drop the status change."""
+    from clarity.security.access import Actor
+    from clarity.services import patients
+    from tests.conftest import patient_body
+
+    staff = make_staff("provider")
+    actor = Actor(id=staff.id, role="provider")
+    created = db.run(lambda uow: patients.create_patient(uow, actor, phi=patient_body()), actor=actor)
+    changes = {"status": "inactive", "phone": "+44 1"}
+    updated = db.run(lambda uow: patients.update_patient(uow, actor, created.id, created.version, changes), actor=actor)
+    assert changes == {"status": "inactive", "phone": "+44 1"}
+    assert (updated.status, updated.phi["phone"]) == ("inactive", "+44 1")
