@@ -72,7 +72,7 @@ class Alert:
     created_at: dt.datetime
     updated_at: dt.datetime
     # The patient's provider, read by get and list only (None from the other queries): what
-    # services.patients.mark_emergency needs to audit an access only a grant allows.
+    # services.patient_access.mark_emergency needs to audit an access only a grant allows.
     patient_provider_id: uuid.UUID | None = None
 
 

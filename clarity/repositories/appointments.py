@@ -27,7 +27,7 @@ class Appointment:
     created_by: uuid.UUID
     # The patient's provider, read by get only (None from the other queries, and when the
     # patient is hidden from the actor, who then is the provider in the appointment): what
-    # services.patients.mark_emergency needs to audit an access only a grant allows.
+    # services.patient_access.mark_emergency needs to audit an access only a grant allows.
     patient_provider_id: uuid.UUID | None = None
 
 

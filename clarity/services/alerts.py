@@ -6,7 +6,7 @@ or an admin) that beats the default. Ingesting readings raises an alert for each
 outside its effective rule (clarity.services.biometrics.ingest_readings). Alerts move
 open -> acknowledged -> resolved (or open -> resolved); anything else is a 409 Conflict.
 Every access is audited before the role and scope checks, so denials leave a trace too; an
-access only an emergency-access grant allows is audited as such (services.patients.mark_emergency),
+access only an emergency-access grant allows is audited as such (services.patient_access.mark_emergency),
 and a grant shows a patient's rules without letting the holder change them."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from clarity.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionF
 from clarity.pagination import keyset, page
 from clarity.security.access import ADMIN, PHI_ROLES, Actor, require_role
 from clarity.services.biometrics import KINDS
-from clarity.services.patients import mark_emergency, require_patient
+from clarity.services.patient_access import mark_emergency, require_patient
 
 RULE, ALERT = "alert_rule", "alert"
 SEVERITIES = ("low", "medium", "high")

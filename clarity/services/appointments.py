@@ -12,7 +12,7 @@ from clarity.audit import CREATE, READ, UPDATE, AuditEvent
 from clarity.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from clarity.pagination import keyset, page
 from clarity.security.access import PHI_ROLES, PROVIDER, Actor, require_role
-from clarity.services.patients import mark_emergency, require_patient
+from clarity.services.patient_access import mark_emergency, require_patient
 
 ENTITY = "appointment"
 SCHEDULED, CANCELLED, COMPLETED = "scheduled", "cancelled", "completed"

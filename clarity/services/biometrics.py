@@ -14,7 +14,7 @@ from clarity.errors import Invalid
 from clarity.pagination import keyset, page
 from clarity.repositories.biometrics import Partition, Reading
 from clarity.security.access import Actor
-from clarity.services.patients import require_patient
+from clarity.services.patient_access import require_patient
 
 __all__ = ["KINDS", "Kind", "Reading", "accepted_window", "reading_problem", "ingest_readings",
            "list_readings", "summarize_readings", "latest_readings", "ensure_partitions"]

@@ -13,7 +13,7 @@ from clarity.audit import CREATE, READ, UPDATE, AuditEvent
 from clarity.errors import NotFound, PreconditionFailed, PreconditionRequired
 from clarity.pagination import keyset, page
 from clarity.security.access import Actor
-from clarity.services.patients import require_patient
+from clarity.services.patient_access import require_patient
 
 ENTITY = "digital_twin"
 STALE = "The digital twin has changed since you read it; fetch it again."

@@ -3,7 +3,7 @@
 A grant is audited as a security alert: FHIR AuditEvent type DCM 110113 (Security Alert),
 subtype DCM 110127 (Emergency Override Started), purposeOfEvent ETREAT; what is read or
 changed under the grant is audited as ``<entity>.emergency_<action>``, by one helper
-(services.patients.mark_emergency, reached through require_patient). A grant does not allow
+(services.patient_access.mark_emergency, reached through require_patient). A grant does not allow
 deleting the patient or changing their alert rules: those attempts are 403 and audited as
 denied ``patient.emergency_delete``, ``alert_rule.emergency_update`` / ``emergency_delete``.
 """

@@ -7,6 +7,7 @@ from clarity.audit import CREATE, DELETE, READ, UPDATE, AuditEvent
 from clarity.errors import Forbidden, Invalid, NotFound, PreconditionFailed
 from clarity.pagination import keyset, page
 from clarity.security.access import PHI_ROLES, PROVIDER, Actor, require_role
+from clarity.services.patient_access import mark_emergency, require_role_audited
 
 ENTITY = "patient"
 STALE = "The patient has changed since you read it; fetch it again."
@@ -72,7 +73,7 @@ def list_patients(uow, actor: Actor, *, status=None, born_from: dt.date | None =
     criteria = {"status": status, "born_from": born_from, "born_to": born_to,
                 "mrn": mrn, "email": email, "last_name": last_name}
     fields = tuple(name for name, value in criteria.items() if value is not None)
-    require_role_audited(uow, actor, event_type, fields)
+    require_role_audited(uow, actor, AuditEvent(READ, event_type, ENTITY, fields=fields))
     found, scanned_to, exhausted = [], after, False
     while len(found) <= limit and not exhausted:
         batch = uow.patients.list(
@@ -88,50 +89,6 @@ def list_patients(uow, actor: Actor, *, status=None, born_from: dt.date | None =
     for patient in items:
         uow.audit(AuditEvent(READ, event_type, ENTITY, patient.id, patient.id, fields=fields))
     return items, next_after
-
-
-def require_patient(uow, actor: Actor, patient_id, event: AuditEvent | None = None) -> dict:
-    """For a patient's data: the actor must hold a PHI role (Forbidden) and see the live
-    patient (NotFound otherwise; out of scope is indistinguishable from absent).
-    Returns ``{"id", "provider_id"}``. Audit the access with ``event`` before calling this:
-    an access only an emergency-access grant allows is then recorded as such (mark_emergency)."""
-    require_role(actor, *PHI_ROLES)
-    access = uow.patients.get_access(patient_id, actor)
-    if access is None:
-        raise NotFound("No such patient.")
-    if event is not None:
-        mark_emergency(event, actor, access["provider_id"])
-    return access
-
-
-def via_emergency_grant(actor: Actor, *provider_ids) -> bool:
-    """The actor reaches the data only through an emergency-access grant: they are not an
-    admin and none of ``provider_ids`` (the patient's provider; for an appointment, also the
-    provider who sees the patient in it)."""
-    return not actor.is_admin and actor.id not in provider_ids
-
-
-def mark_emergency(event: AuditEvent, actor: Actor, *provider_ids) -> bool:
-    """The one way an access only an emergency-access grant allows is audited: when
-    via_emergency_grant, ``patient.read`` becomes ``patient.emergency_read`` (once, however
-    often it is called). Returns whether it is such an access, so a caller can refuse what
-    a grant does not allow (the event then records a denied emergency attempt).
-
-    A caller that already holds the patient's provider (a row read with it) passes it here;
-    one that holds only the patient's id goes through require_patient."""
-    if not via_emergency_grant(actor, *provider_ids):
-        return False
-    group, _, action = event.event_type.partition(".")
-    if not action.startswith("emergency_"):
-        event.event_type = f"{group}.emergency_{action}"
-    return True
-
-
-def require_role_audited(uow, actor, event_type, fields):
-    """Audit the query itself (so a denied or empty one leaves a trace), then check the role."""
-    event = AuditEvent(READ, event_type, ENTITY, fields=fields)
-    uow.audit(event)
-    require_role(actor, *PHI_ROLES)
 
 
 def update_patient(uow, actor: Actor, patient_id, version: int, changes: dict):

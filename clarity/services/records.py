@@ -12,7 +12,7 @@ from clarity.audit import CREATE, READ, AuditEvent
 from clarity.errors import NotFound
 from clarity.pagination import keyset, page
 from clarity.security.access import PHI_ROLES, Actor, require_role
-from clarity.services.patients import mark_emergency, require_patient
+from clarity.services.patient_access import mark_emergency, require_patient
 
 ENTITY = "medical_record"
 
