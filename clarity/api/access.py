@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import current_app, g, request
 
+from clarity.api.common import bearer_token, runtime
 from clarity.audit import CREATE, DELETE, READ, UPDATE, AuditEvent
 from clarity.errors import Forbidden, Unauthorized
 from clarity.services import auth
@@ -48,10 +49,9 @@ def authenticate_request() -> None:
     token = bearer_token()
     if token is None:
         raise Unauthorized()
-    clarity = current_app.extensions["clarity"]
-    uow = clarity.db.begin(request_id=g.request_id, client_addr=request.remote_addr)
+    uow = runtime().db.begin(request_id=g.request_id, client_addr=request.remote_addr)
     try:
-        auth.authenticate(uow, token, settings=clarity.settings)
+        auth.authenticate(uow, token, settings=runtime().settings)
     except BaseException as exc:
         uow.end(exc)
         raise
@@ -94,12 +94,3 @@ def _require_route_role(uow, actor, view) -> None:
                          entity_id, args.get("patient_id"), outcome="denied"))
     raise Forbidden("Your role does not allow this action.")
 
-
-def bearer_token() -> str | None:
-    """The token of an ``Authorization: Bearer …`` header; None when there is none, or it is
-    not a plausible token (too long, or not visible ASCII)."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 256 or not token.isascii() or not token.isprintable():
-        return None
-    return token

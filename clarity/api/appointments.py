@@ -1,7 +1,7 @@
 """Appointments: /api/v1/patients/{patient_id}/appointments, /api/v1/appointments.
 
-Times are RFC 3339 timestamps with an offset (``2030-05-01T09:00:00Z``); in a query string
-write ``Z`` or encode ``+`` as ``%2B``. Appointments cover [starts_at, ends_at).
+Times carry an offset, as everywhere in the API (common.timestamp_field). Appointments cover
+[starts_at, ends_at).
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from clarity.api.access import roles
 from clarity.api.openapi import any_of_required, if_match
-from clarity.api.common import Blueprint, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.api.common import (Blueprint, cursor_field, decode_cursor, etag, if_match_version, limit_field,
+                                next_link, run, timestamp_field)
 from clarity.security.access import PHI_ROLES
 from clarity.services import appointments
 
@@ -21,22 +22,17 @@ blp = Blueprint("appointments", __name__, url_prefix="/api/v1", description="App
 STATUSES = ("scheduled", "cancelled", "completed")
 
 
-def _timestamp(**kwargs):
-    """A timestamp that must carry an offset: a naive one is 422."""
-    return fields.AwareDateTime(format="iso", **kwargs)
-
-
 class AppointmentCreateSchema(Schema):
-    starts_at = _timestamp(required=True)
-    ends_at = _timestamp(required=True)
+    starts_at = timestamp_field(required=True)
+    ends_at = timestamp_field(required=True)
     provider_id = fields.UUID(load_default=None, metadata={
         "description": "Who sees the patient. A provider books only themself (the default when a "
                        "provider books); an admin may name any active provider (default: the patient's)."})
 
 
 class AppointmentUpdateSchema(Schema):
-    starts_at = _timestamp()
-    ends_at = _timestamp()
+    starts_at = timestamp_field()
+    ends_at = timestamp_field()
     status = fields.String(validate=validate.OneOf(("cancelled", "completed")))
 
     class Meta:
@@ -66,19 +62,19 @@ class AppointmentSchema(Schema):
 
 
 class PatientAppointmentArgs(Schema):
-    window_start = _timestamp(data_key="from", load_default=None,
-                              metadata={"description": "Appointments ending after this time."})
-    window_end = _timestamp(data_key="to", load_default=None,
-                            metadata={"description": "Appointments starting before this time."})
+    window_start = timestamp_field("from", load_default=None,
+                                   metadata={"description": "Appointments ending after this time."})
+    window_end = timestamp_field("to", load_default=None,
+                                 metadata={"description": "Appointments starting before this time."})
     status = fields.String(validate=validate.OneOf(STATUSES), load_default=None)
     limit = limit_field(strict=False)
     cursor = cursor_field()
 
 
 class ScheduleArgs(PatientAppointmentArgs):
-    window_start = _timestamp(data_key="from", load_default=None, metadata={
+    window_start = timestamp_field("from", load_default=None, metadata={
         "description": "Appointments ending after this time (default: now, or 7 days before `to`)."})
-    window_end = _timestamp(data_key="to", load_default=None, metadata={
+    window_end = timestamp_field("to", load_default=None, metadata={
         "description": "Appointments starting before this time (default: 7 days after `from`; "
                        "at most 31 days after it)."})
     provider_id = fields.UUID(load_default=None, metadata={"description": "An admin: one provider's schedule."})

@@ -1,13 +1,11 @@
 """Audit events: /api/v1/audit-events, the audit trail for auditors and admins."""
 from __future__ import annotations
 
-import datetime as dt
-
 from marshmallow import RAISE, Schema, fields, validate
 
 from clarity.api.access import roles
 from clarity.api.limits import expensive
-from clarity.api.common import Blueprint, cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.api.common import Blueprint, cursor_field, decode_cursor, limit_field, next_link, run, timestamp_field
 from clarity.security.access import ADMIN, AUDITOR
 from clarity.services import audit_events
 
@@ -17,17 +15,12 @@ blp = Blueprint("audit_events", __name__, url_prefix="/api/v1/audit-events",
 ACTIONS = ("C", "R", "U", "D", "E")
 
 
-def _timestamp(data_key: str):
-    """An ISO 8601 timestamp; one without an offset is taken as UTC."""
-    return fields.AwareDateTime(data_key=data_key, default_timezone=dt.timezone.utc, load_default=None)
-
-
 class AuditEventListArgs(Schema):
     patient_id = fields.UUID(load_default=None)
     actor_id = fields.UUID(load_default=None)
     action = fields.String(validate=validate.OneOf(ACTIONS), load_default=None)
-    occurred_from = _timestamp("from")
-    occurred_to = _timestamp("to")
+    occurred_from = timestamp_field("from", load_default=None)
+    occurred_to = timestamp_field("to", load_default=None)
     limit = limit_field(strict=False)
     cursor = cursor_field()
 

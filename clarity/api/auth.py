@@ -7,7 +7,7 @@ from werkzeug.exceptions import UnprocessableEntity
 
 from clarity.api import body, problem
 from clarity.api.access import roles
-from clarity.api.common import Blueprint, Text, clarity, run
+from clarity.api.common import Blueprint, Text, run, runtime
 from clarity.errors import BadRequest, ClarityError, Invalid, Unauthorized, UnsupportedMediaType
 from clarity.security.access import ADMIN
 from clarity.services import auth
@@ -47,10 +47,9 @@ def create_token():
     per account and address, a backoff per account, and a limit per address (429 with
     Retry-After). 400/422 for a malformed body, 401 for a wrong email or password.
     """
-    app = clarity()
     email, password, rejected = read_sign_in(request.get_data(cache=True))
-    issued = run(lambda uow, _: auth.login(uow, email, password, passwords=app.passwords,
-                                           settings=app.settings),
+    issued = run(lambda uow, _: auth.login(uow, email, password, passwords=runtime().passwords,
+                                           settings=runtime().settings),
                  authenticated=False)
     if issued is None:
         raise rejected or Unauthorized(_WRONG_CREDENTIALS)
@@ -61,10 +60,10 @@ def create_token():
 def _sign_in_not_json(exc):
     """A sign-in sent as something other than JSON is refused before the view (415); it is
     still an attempt, audited and counted, though nothing of it is read."""
-    app = clarity()
     try:
         if request.endpoint == "auth.create_token":
-            run(lambda uow, _: auth.login(uow, None, None, passwords=app.passwords, settings=app.settings),
+            run(lambda uow, _: auth.login(uow, None, None, passwords=runtime().passwords,
+                                          settings=runtime().settings),
                 authenticated=False)
     except ClarityError as refused:
         exc = refused
@@ -145,8 +144,7 @@ class SessionSchema(Schema):
 @blp.response(200, SessionSchema(many=True))
 def list_sessions():
     """Your live sessions (tokens), most recently used first."""
-    settings = clarity().settings
-    return run(lambda uow, actor: auth.list_sessions(uow, actor, settings=settings))
+    return run(lambda uow, actor: auth.list_sessions(uow, actor, settings=runtime().settings))
 
 
 @blp.route("/sessions/<uuid:session_id>", methods=["DELETE"])

@@ -11,7 +11,8 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from clarity.api.access import roles
 from clarity.api.limits import expensive
-from clarity.api.common import Blueprint, cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.api.common import (OFFSET_REQUIRED, Blueprint, cursor_field, decode_cursor, limit_field, next_link,
+                                parse_timestamp, run, timestamp_field)
 from clarity.security.access import PHI_ROLES
 from clarity.errors import Invalid
 from clarity.services import biometrics
@@ -32,8 +33,8 @@ class BiometricReadingSchema(Schema):
     value = fields.Float(required=True, metadata={"description": "within the kind's plausible range"})
     unit = fields.String(required=True, metadata={"description": "the kind's unit: " + ", ".join(
         f"{kind} {spec.unit}" for kind, spec in KINDS.items())})
-    recorded_at = fields.AwareDateTime(required=True, metadata={
-        "description": "ISO 8601 with a UTC offset; not more than 5 minutes in the future, nor before "
+    recorded_at = timestamp_field(required=True, metadata={
+        "description": "RFC 3339, with an offset; not more than 5 minutes in the future, nor before "
                        "the first day of the month 24 months back"})
     source_device = fields.String(required=True, validate=validate.Length(min=1, max=MAX_DEVICE_LENGTH))
 
@@ -45,23 +46,18 @@ class BiometricIngestResultSchema(Schema):
     alerts_raised = fields.Integer()
 
 
-def _timestamp(data_key: str):
-    """An ISO 8601 timestamp; one without an offset is taken as UTC (as /audit-events does)."""
-    return fields.AwareDateTime(data_key=data_key, default_timezone=dt.timezone.utc, load_default=None)
-
-
 class ReadingListArgs(Schema):
     kind = fields.String(validate=validate.OneOf(KINDS), load_default=None)
-    recorded_from = _timestamp("from")
-    recorded_to = _timestamp("to")
+    recorded_from = timestamp_field("from", load_default=None)
+    recorded_to = timestamp_field("to", load_default=None)
     limit = limit_field(strict=False)
     cursor = cursor_field()
 
 
 class SummaryArgs(Schema):
     kind = fields.String(validate=validate.OneOf(KINDS), load_default=None)
-    recorded_from = _timestamp("from")
-    recorded_to = _timestamp("to")
+    recorded_from = timestamp_field("from", load_default=None)
+    recorded_to = timestamp_field("to", load_default=None)
     bucket = fields.String(validate=validate.OneOf(BUCKETS), load_default="day")
 
 
@@ -123,14 +119,9 @@ def _reading(item: dict, window) -> Reading | tuple[str, str]:
         return "unit", "unit must be a string."
     if type(value) not in (int, float) or (type(value) is float and not math.isfinite(value)):
         return "value", "value must be a number."
-    if type(recorded_at) is not str:
-        return "recorded_at", "recorded_at must be an ISO 8601 date-time with a UTC offset."
-    try:
-        moment = dt.datetime.fromisoformat(recorded_at)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        return "recorded_at", "recorded_at must be an ISO 8601 date-time with a UTC offset."
+    moment = parse_timestamp(recorded_at)
+    if moment is None:
+        return "recorded_at", OFFSET_REQUIRED
     problem = biometrics.reading_problem(kind, value, unit, moment, window)
     if problem:
         return problem

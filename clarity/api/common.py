@@ -1,7 +1,10 @@
-"""What every resource shares: the blueprint, safe text fields, ETags, cursors, and running a unit of work."""
+"""What every resource shares: the blueprint, safe text and timestamp fields, ETags, cursors,
+the app's runtime (settings, database, ...), and running a unit of work."""
 from __future__ import annotations
 
+import datetime as dt
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import flask_smorest
@@ -9,9 +12,11 @@ from flask import current_app, g, request
 from marshmallow import ValidationError, fields, validate
 
 from clarity.api import body, cursors
-from clarity.api.access import bearer_token
 from clarity.errors import BadRequest, PreconditionRequired, Unavailable
 from clarity.services import auth
+
+if TYPE_CHECKING:
+    from clarity import Clarity
 
 MAX_LIMIT = 200
 # A readings cursor holds a source device of up to 200 characters (up to 4 UTF-8 bytes each).
@@ -22,6 +27,8 @@ _ETAG = re.compile(r'^"(\d{1,9})"$')
 ENTITY_TAGS = re.compile(r'^\s*(\*|(W/)?"[\x21\x23-\x7e]*"(\s*,\s*(W/)?"[\x21\x23-\x7e]*")*)\s*$')
 UNMATCHABLE_VERSION = -1
 _NO_CONTROL_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"
+OFFSET_REQUIRED = ("Give the time with an offset, such as 2030-05-01T09:00:00Z "
+                   "(in a query string, write Z or encode + as %2B).")
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -48,6 +55,38 @@ class Text(fields.String):
         if _CONTROL.search(text):
             raise ValidationError("Control characters are not allowed.")
         return text
+
+
+def parse_timestamp(text) -> dt.datetime | None:
+    """The instant an ISO 8601 time with an offset names (``2030-05-01T09:00:00Z``), or None
+    when ``text`` is not one. A time without an offset is None too: it means a different
+    instant in every time zone, and guessing one (the server's, or UTC) would silently shift a
+    clinical time, so the whole API refuses it."""
+    if type(text) is not str:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+class Timestamp(fields.AwareDateTime):
+    """A time with an offset (parse_timestamp); anything else is 422 naming the field."""
+
+    default_error_messages = {"invalid": OFFSET_REQUIRED}
+
+    def _deserialize(self, value, attr, data, **kwargs) -> dt.datetime:
+        moment = parse_timestamp(value)
+        if moment is None:
+            raise self.make_error("invalid")
+        return moment
+
+
+def timestamp_field(data_key: str | None = None, **kwargs) -> Timestamp:
+    """The field of every time a client sends, in a body or a query string (``from``/``to``):
+    one rule for the whole API, a time with an offset (parse_timestamp)."""
+    return Timestamp(data_key=data_key, **kwargs)
 
 
 def limit_field(strict: bool = True):
@@ -95,7 +134,7 @@ def next_link(position: tuple | None, args: dict | None = None) -> dict:
 def _this_list() -> dict:
     """What binds a cursor to the list serving this request: its endpoint and path arguments,
     and the keyring whose blind-index root signs cursors."""
-    keyring = clarity().db.keyring
+    keyring = runtime().db.keyring
     if keyring is None:
         raise Unavailable("Encryption keys are not configured.", retry_after=60)
     return {"keyring": keyring, "endpoint": request.endpoint, "path_args": request.view_args}
@@ -119,8 +158,21 @@ def if_match_version() -> int:
     return int(match.group(1)) if match else UNMATCHABLE_VERSION
 
 
-def clarity():
+def runtime() -> Clarity:
+    """What the app runs on, built once by create_app: ``settings``, ``db`` (the pool and units
+    of work), ``passwords``, ``cache`` and ``limiter``. Not the Flask app (that is
+    ``current_app``)."""
     return current_app.extensions["clarity"]
+
+
+def bearer_token() -> str | None:
+    """The token of an ``Authorization: Bearer …`` header; None when there is none, or it is
+    not a plausible token (too long, or not visible ASCII)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 256 or not token.isascii() or not token.isprintable():
+        return None
+    return token
 
 
 def run(work, *, authenticated: bool = True):
@@ -130,12 +182,10 @@ def run(work, *, authenticated: bool = True):
     the view read the request (access.authenticate_request); a retried unit checks the token
     again. ``authenticated=False`` is for public routes: no token, actor None.
     """
-    app = clarity()
-
     def call(uow):
         if uow.actor is None and authenticated:
-            auth.authenticate(uow, bearer_token(), settings=app.settings)
+            auth.authenticate(uow, bearer_token(), settings=runtime().settings)
         return work(uow, uow.actor)
 
-    return app.db.run(call, opened=g.pop("unit", None),
-                      request_id=g.request_id, client_addr=request.remote_addr)
+    return runtime().db.run(call, opened=g.pop("unit", None),
+                            request_id=g.request_id, client_addr=request.remote_addr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, fields
 
 from clarity.api.access import roles
-from clarity.api.common import Blueprint, Text, clarity, cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.api.common import Blueprint, Text, cursor_field, decode_cursor, limit_field, next_link, run, runtime
 from clarity.security.access import ADMIN, PROVIDER
 from clarity.services import emergency_access
 
@@ -38,7 +38,7 @@ class GrantListArgs(Schema):
 def grant(body, patient_id):
     """Open a patient who is not yours, for a limited time (providers; audited as a security
     alert). Reads and updates, not deletes; lists and searches stay your own patients."""
-    minutes = clarity().settings.emergency_access_minutes
+    minutes = runtime().settings.emergency_access_minutes
     return run(lambda uow, actor: emergency_access.grant_emergency_access(
         uow, actor, patient_id, body["reason"], minutes=minutes))
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from clarity.api.common import clarity
+from clarity.api.common import runtime
 
 blp = Blueprint("health", __name__, url_prefix="/health")
 
@@ -15,7 +15,7 @@ def live():
 
 @blp.get("/ready")
 def ready():
-    ok, detail = clarity().db.ready()
+    ok, detail = runtime().db.ready()
     response = jsonify(status="ok" if ok else "unavailable", detail=detail)
     if not ok:
         response.status_code = 503

@@ -15,6 +15,8 @@ import logging
 from flask import current_app, g, request
 from flask_limiter import Limiter
 
+from clarity.api.common import runtime
+
 log = logging.getLogger(__name__)
 REDIS_TIMEOUT_SECONDS = 0.25
 
@@ -63,14 +65,14 @@ def _key() -> str:
 
 
 def _limit() -> str:
-    settings = current_app.extensions["clarity"].settings
+    settings = runtime().settings
     return settings.rate_limit if g.get("unit") is not None else settings.rate_limit_anonymous
 
 
 def _cost() -> int:
     view = current_app.view_functions.get(request.endpoint or "")
     if getattr(view, "clarity_expensive", False):
-        return current_app.extensions["clarity"].settings.rate_limit_expensive_cost
+        return runtime().settings.rate_limit_expensive_cost
     return 1
 
 

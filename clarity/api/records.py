@@ -13,7 +13,8 @@ import math
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 from clarity.api.access import roles
-from clarity.api.common import Blueprint, Text, cursor_field, decode_cursor, limit_field, next_link, run
+from clarity.api.common import (Blueprint, Text, cursor_field, decode_cursor, limit_field, next_link, run,
+                                timestamp_field)
 from clarity.security.access import PHI_ROLES
 from clarity.services import records
 
@@ -94,7 +95,7 @@ class RecordCreateSchema(Schema):
     body = fields.Dict(required=True, metadata={"description": (
         "By type — note: {text}; diagnosis: {code (ICD-10), description}; prescription: {medication, "
         "dose, route, frequency, duration_days?}; lab_result: {test, value, unit, reference_range?, flag?}.")})
-    recorded_at = fields.AwareDateTime(validate=_clinical_time, metadata={
+    recorded_at = timestamp_field(validate=_clinical_time, metadata={
         "description": "Clinical time (when it was observed or decided); defaults to now."})
     amends_id = fields.UUID(metadata={
         "description": "The record this one corrects: the latest version of a record of the same patient and type."})

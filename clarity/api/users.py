@@ -5,7 +5,8 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from clarity.api.access import roles
 from clarity.api.openapi import if_match
-from clarity.api.common import Blueprint, Text, clarity, cursor_field, decode_cursor, etag, if_match_version, limit_field, next_link, run
+from clarity.api.common import (Blueprint, Text, cursor_field, decode_cursor, etag, if_match_version, limit_field,
+                                next_link, run, runtime)
 from clarity.security.access import ADMIN, ROLES
 from clarity.services import auth, users
 
@@ -71,7 +72,7 @@ def get_me():
 def change_my_password(body):
     """Change your password. Every session of yours ends, this one too: sign in again."""
     run(lambda uow, actor: auth.change_password(uow, actor, body["current_password"], body["new_password"],
-                                                passwords=clarity().passwords))
+                                                passwords=runtime().passwords))
 
 
 @blp.route("", methods=["GET"])
@@ -91,7 +92,7 @@ def list_users(args):
 @roles(ADMIN)
 def create_user(body):
     """Create a staff user (admin only). 409 when the email is taken."""
-    user = run(lambda uow, actor: users.create_user(uow, actor, passwords=clarity().passwords, **body))
+    user = run(lambda uow, actor: users.create_user(uow, actor, passwords=runtime().passwords, **body))
     return user, 201, {"Location": f"/api/v1/users/{user.id}", **etag(user.version)}
 
 
@@ -106,5 +107,5 @@ def update_user(body, user_id):
     Disabling a user, changing their role or setting their password ends their sessions."""
     version = if_match_version()
     user = run(lambda uow, actor: users.update_user(uow, actor, user_id, version, body,
-                                                    passwords=clarity().passwords))
+                                                    passwords=runtime().passwords))
     return user, 200, etag(user.version)
