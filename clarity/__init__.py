@@ -27,6 +27,15 @@ class Clarity:
     limiter: Limiter | None = None  # flask-limiter: the API's rate limits
 
 
+def runtime() -> Clarity:
+    """What the current app runs on, built once by create_app: ``settings``, ``db`` (the pool
+    and units of work), ``passwords``, ``cache`` and ``limiter``. Not the Flask app (that is
+    ``current_app``)."""
+    from flask import current_app
+
+    return current_app.extensions["clarity"]
+
+
 def create_app(settings=None, *, keyring=None) -> Flask:
     """The app factory. ``settings`` defaults to the environment (clarity.config.from_env).
 

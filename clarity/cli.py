@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
-from clarity import schema
+from clarity import runtime, schema
 
 db_cli = AppGroup("db", help="Schema migrations (yoyo).")
 keys_cli = AppGroup("keys", help="Encryption keys.")
@@ -26,9 +26,7 @@ def init_app(app) -> None:
 
 def _owner_url() -> str:
     """The schema owner's URL: CLARITY_MIGRATION_DATABASE_URL, else DATABASE_URL."""
-    from flask import current_app
-
-    settings = current_app.extensions["clarity"].settings
+    settings = runtime().settings
     url = settings.migration_database_url or settings.database_url
     if not url:
         raise click.ClickException("Set CLARITY_MIGRATION_DATABASE_URL (or DATABASE_URL).")
@@ -79,15 +77,13 @@ def keys_generate():
 
 def _key_command(run, label: str, batch_size: int) -> None:
     """Run a key-rotation step with progress lines; exit 1 when rows failed or remain."""
-    from flask import current_app
-
     from clarity.services import keys
 
-    app = current_app.extensions["clarity"]
-    if app.db.keyring is None:
+    clarity = runtime()
+    if clarity.db.keyring is None:
         raise click.ClickException("CLARITY_DATA_KEYS and CLARITY_BLIND_INDEX_KEY are not configured.")
     try:
-        report = run(app.db, batch_size=batch_size, progress=lambda line: click.echo(line))
+        report = run(clarity.db, batch_size=batch_size, progress=lambda line: click.echo(line))
     except keys.RotationRefused as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"{label}: {report.done} rows, {len(report.failed)} failed to decrypt, {report.remaining} remaining")
@@ -129,17 +125,15 @@ def keys_switch_index(batch_size):
 @click.option("--password", envvar="CLARITY_DEMO_PASSWORD", help="Password for both demo users.")
 def seed_demo(password):
     """Create (or reset) a demo admin and a demo provider, and print their credentials."""
-    from flask import current_app
-
     from clarity.services import users
 
-    app = current_app.extensions["clarity"]
-    if app.settings.env == "production":
+    clarity = runtime()
+    if clarity.settings.env == "production":
         raise click.ClickException("seed demo is for development; it refuses CLARITY_ENV=production")
     password = password or os.urandom(12).hex()
     for email, role in (("admin@clarity.local", "admin"), ("provider@clarity.local", "provider")):
-        app.db.run(lambda uow: users.seed_user(uow, email=email, role=role, password=password,
-                                                passwords=app.passwords))
+        clarity.db.run(lambda uow: users.seed_user(uow, email=email, role=role, password=password,
+                                                passwords=clarity.passwords))
         click.echo(f"{role:9s} {email}  password: {password}")
 
 
@@ -149,17 +143,15 @@ def _audit_repository(*, snapshot: bool = False):
     inside one transaction: with ``snapshot``, REPEATABLE READ and read-only, so a
     verification sees one consistent state (and, holding no xid, never delays sealing)."""
     import psycopg
-    from flask import current_app
-
     from clarity.repositories.audit import AuditRepository
 
-    app = current_app.extensions["clarity"]
+    clarity = runtime()
     with _owner_connection() as conn:
         if snapshot:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
         with conn.transaction():
-            yield AuditRepository(conn, app.db.queries.audit)
+            yield AuditRepository(conn, clarity.db.queries.audit)
 
 
 @audit_cli.command("seal")
@@ -233,19 +225,17 @@ def biometrics_partitions(months_ahead):
     import datetime as dt
 
     import psycopg
-    from flask import current_app
-
     from clarity.repositories.biometrics import BiometricRepository
     from clarity.services import biometrics
 
-    app = current_app.extensions["clarity"]
+    clarity = runtime()
     # Creating a partition locks the parent table briefly: give up rather than queue behind a
     # long transaction (and make every ingest queue behind us).
     with _owner_connection(options="-c lock_timeout=5s") as conn:
         try:
             with conn.transaction():
                 created, partitions = biometrics.ensure_partitions(
-                    BiometricRepository(conn, app.db.queries.biometrics), months_ahead=months_ahead)
+                    BiometricRepository(conn, clarity.db.queries.biometrics), months_ahead=months_ahead)
         except psycopg.errors.InsufficientPrivilege:
             raise click.ClickException("creating partitions needs the owner of biometric_readings: "
                                        "set CLARITY_MIGRATION_DATABASE_URL") from None

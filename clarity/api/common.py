@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import flask_smorest
-from flask import current_app, g, request
+from flask import g, request
 from marshmallow import ValidationError, fields, validate
 
 from clarity.api import body, cursors
 from clarity.errors import BadRequest, PreconditionRequired, Unavailable
+from clarity import runtime
 from clarity.services import auth
-
-if TYPE_CHECKING:
-    from clarity import Clarity
 
 MAX_LIMIT = 200
 # A readings cursor holds a source device of up to 200 characters (up to 4 UTF-8 bytes each).
@@ -157,12 +154,6 @@ def if_match_version() -> int:
     match = _ETAG.match(header.strip())
     return int(match.group(1)) if match else UNMATCHABLE_VERSION
 
-
-def runtime() -> Clarity:
-    """What the app runs on, built once by create_app: ``settings``, ``db`` (the pool and units
-    of work), ``passwords``, ``cache`` and ``limiter``. Not the Flask app (that is
-    ``current_app``)."""
-    return current_app.extensions["clarity"]
 
 
 def bearer_token() -> str | None:
