@@ -40,7 +40,7 @@ def _owner_connection(**options):
     import psycopg
 
     try:
-        conn = psycopg.connect(_owner_url(), autocommit=True, **options)
+        conn = schema.owner_connection(_owner_url(), **options)
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"cannot connect to the database ({type(exc).__name__})") from None
     with conn:

@@ -346,19 +346,18 @@ def provision(cluster: Cluster, database: str, app_password: str) -> dict:
 
     Returns the environment the app needs (DATABASE_URL as the least-privileged role).
     """
-    import psycopg
     from psycopg import sql
 
     from clarity import queries, schema
 
     provisioning = queries.load().provision
 
-    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+    with schema.owner_connection(cluster.url()) as conn:
         if not provisioning.get_database_exists.value(conn, {"name": database}):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     owner_url = cluster.url(database=database)
     schema.apply_migrations(owner_url)
-    with psycopg.connect(owner_url, autocommit=True) as conn:
+    with schema.owner_connection(owner_url) as conn:
         exists = provisioning.get_role_exists.value(conn, {"name": APP_ROLE})
         verb = "ALTER" if exists else "CREATE"
         conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(APP_ROLE), sql.Literal(app_password)))

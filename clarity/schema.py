@@ -26,6 +26,14 @@ def migration_backend(url: str):
         backend.connection.close()
 
 
+def owner_connection(url: str, **options):
+    """An autocommit connection as the schema owner (or the cluster's superuser), for DDL and
+    provisioning; ``options`` go to psycopg.connect. Use it as a context manager."""
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, **options)
+
+
 def apply_migrations(url: str) -> int:
     """Apply every pending migration under yoyo's lock; return how many were applied."""
     with migration_backend(url) as (backend, migrations):

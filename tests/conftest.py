@@ -34,12 +34,12 @@ class Server:
 
     def create_database(self, name=None, template=TEMPLATE) -> str:
         name = name or f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
+        with schema.owner_connection(self.url()) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
         return name
 
     def drop_database(self, name) -> None:
-        with psycopg.connect(self.url(), autocommit=True) as conn:
+        with schema.owner_connection(self.url()) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -60,10 +60,10 @@ def migrate(url: str) -> None:
 def server(tmp_path_factory):
     pg = start_server(tmp_path_factory.mktemp("pgbin"))
     srv = Server(pg)
-    with psycopg.connect(srv.url(), autocommit=True) as conn:
+    with schema.owner_connection(srv.url()) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     migrate(srv.url(TEMPLATE))
-    with psycopg.connect(srv.url(TEMPLATE), autocommit=True) as conn:
+    with schema.owner_connection(srv.url(TEMPLATE)) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE clarity_app").format(sql.Identifier(APP_ROLE)))
     yield srv
     pg.stop()
