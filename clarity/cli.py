@@ -1,10 +1,11 @@
-"""Flask commands: ``db upgrade|status``, ``keys generate``, ``seed demo``, ``audit seal|verify|head``."""
+"""Flask commands: ``db upgrade|status``, ``keys generate``, ``seed demo|bench``, ``audit seal|verify|head``."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,10 +13,11 @@ import click
 from flask.cli import AppGroup
 
 from clarity import runtime, schema
+from clarity.schema import yoyo_url  # noqa: F401 (importable from here, as before clarity.schema)
 
 db_cli = AppGroup("db", help="Schema migrations (yoyo).")
 keys_cli = AppGroup("keys", help="Encryption keys.")
-seed_cli = AppGroup("seed", help="Demo data for development.")
+seed_cli = AppGroup("seed", help="Demo and benchmark data for development.")
 audit_cli = AppGroup("audit", help="The tamper-evident audit trail: seal, verify, export the chain head.")
 
 
@@ -127,14 +129,62 @@ def seed_demo(password):
     """Create (or reset) a demo admin and a demo provider, and print their credentials."""
     from clarity.services import users
 
+    _refuse_production("demo")
     clarity = runtime()
-    if clarity.settings.env == "production":
-        raise click.ClickException("seed demo is for development; it refuses CLARITY_ENV=production")
     password = password or os.urandom(12).hex()
     for email, role in (("admin@clarity.local", "admin"), ("provider@clarity.local", "provider")):
         clarity.db.run(lambda uow: users.seed_user(uow, email=email, role=role, password=password,
                                                 passwords=clarity.passwords))
         click.echo(f"{role:9s} {email}  password: {password}")
+
+
+def _refuse_production(command: str) -> None:
+    if runtime().settings.env == "production":
+        raise click.ClickException(f"seed {command} is for development; it refuses CLARITY_ENV=production")
+
+
+@seed_cli.command("bench")
+@click.option("--patients", type=click.IntRange(0), required=True, help="Patients in all.")
+@click.option("--providers", type=click.IntRange(1), required=True, help="Providers to spread them over.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The seed JSON to write (mode 600: it holds bearer tokens).")
+def seed_bench(patients, providers, out):
+    """Add fresh providers, each with a bearer token valid for CLARITY_TOKEN_MAX_AGE_HOURS, and
+    --patients patients spread over them; write {"providers": [{"provider_id", "token",
+    "patient_ids"}]} to --out, atomically. Prints counts only, never a token or PHI."""
+    from clarity.services import seeding
+
+    _refuse_production("bench")
+    clarity = runtime()
+    if clarity.db.keyring is None:
+        raise click.ClickException("CLARITY_DATA_KEYS and CLARITY_BLIND_INDEX_KEY are not configured.")
+    started = time.perf_counter()
+    seeded = seeding.seed_providers(clarity.db, patients=patients, providers=providers,
+                                    max_age_seconds=clarity.settings.token_max_age_hours * 3600)
+    seconds = time.perf_counter() - started
+    _write_private_json(out, {"providers": [
+        {"provider_id": str(p.provider_id), "token": p.token, "patient_ids": p.patient_ids} for p in seeded]})
+    # Fresh statistics, so the first benchmark requests are planned as the later ones (as the
+    # owner: VACUUM skips, with a warning, tables the app role does not own).
+    with _owner_connection() as conn:
+        conn.execute("VACUUM ANALYZE users, auth_tokens, patients")
+    click.echo(f"seeded {patients} patient(s) over {providers} provider(s) in {seconds:.1f}s; wrote {out}")
+
+
+def _write_private_json(path: Path, document) -> None:
+    """Write ``document`` to ``path`` with mode 600, atomically: a temporary file beside it
+    (created 600 by mkstemp), then a rename, so a reader never sees half a file."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(document, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 @contextlib.contextmanager
