@@ -13,7 +13,6 @@ import click
 from flask.cli import AppGroup
 
 from clarity import runtime, schema
-from clarity.schema import yoyo_url  # noqa: F401 (importable from here, as before clarity.schema)
 
 db_cli = AppGroup("db", help="Schema migrations (yoyo).")
 keys_cli = AppGroup("keys", help="Encryption keys.")

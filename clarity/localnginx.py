@@ -95,7 +95,7 @@ def _start(listen: str, upstream: str, home: Path) -> subprocess.Popen:
     (home / "error.log").unlink(missing_ok=True)
     argv = [binary, "-p", str(home), "-c", str(config), "-e", str(home / "error.log"), "-g", "daemon off;"]
     # In / for the reason localpg._run_server_command gives.
-    process = subprocess.Popen(localpg._as_owner(localpg._dies_with_parent(argv)), cwd="/",
+    process = subprocess.Popen(localpg._as_owner(localpg.dies_with_parent(argv)), cwd="/",
                                stdin=subprocess.DEVNULL)
     # nginx writes its pid file once its sockets are bound.
     deadline = time.monotonic() + 10

@@ -102,7 +102,7 @@ def _as_owner(argv: list[str]) -> list[str]:
     return ["setpriv", f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}", "--clear-groups", "--", *argv]
 
 
-def _dies_with_parent(argv: list[str]) -> list[str]:
+def dies_with_parent(argv: list[str]) -> list[str]:
     """``argv`` set to receive SIGTERM when the process that started it dies, however it dies.
 
     setpriv sets the parent-death signal and execs in place. Changing user clears that signal,
@@ -418,7 +418,7 @@ def serve() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.default_int_handler)
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    app = subprocess.Popen(_dies_with_parent([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"]), cwd=ROOT, env=env)
+    app = subprocess.Popen(dies_with_parent([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"]), cwd=ROOT, env=env)
     status = 0
     try:
         with localnginx.running(listen, upstream, home) as front:

@@ -41,18 +41,24 @@ class Redis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port_file.read_text().strip()}/0"
 
-    def start(self, timeout: float = 10.0) -> str:
-        """Start the server unless it runs already; return its URL once it answers."""
+    def start(self, timeout: float = 10.0, *, attached: bool = False) -> str:
+        """Start the server unless it runs already; return its URL once it answers.
+
+        Detached (make run) it outlives us until ``stop``; ``attached`` (tests) it is our child
+        and dies with us, however we die."""
         if self.running():
             return self.url
         self.base.mkdir(parents=True, exist_ok=True)
         self.base.chmod(0o700)
         self.port_file.write_text(str(localpg.free_port()))
         port = self.port_file.read_text().strip()
-        subprocess.run([ensure_installed(), "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
-                        "--daemonize", "yes", "--pidfile", str(self.pid_file), "--dir", str(self.base),
-                        "--logfile", str(self.base / "redis.log"), "--protected-mode", "yes"],
-                       check=True, stdout=subprocess.DEVNULL)
+        argv = [ensure_installed(), "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+                "--daemonize", "no" if attached else "yes", "--pidfile", str(self.pid_file),
+                "--dir", str(self.base), "--logfile", str(self.base / "redis.log"), "--protected-mode", "yes"]
+        if attached:
+            self._child = subprocess.Popen(localpg.dies_with_parent(argv), stdout=subprocess.DEVNULL)
+        else:
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not self._answers(int(port)):
             if time.monotonic() > deadline:
@@ -62,6 +68,9 @@ class Redis:
 
     def stop(self) -> None:
         localpg.stop_pid_file(self.pid_file, b"redis-server")
+        child = getattr(self, "_child", None)
+        if child is not None:
+            child.wait(timeout=10)
 
     def running(self) -> bool:
         pid = self._pid()

@@ -73,7 +73,7 @@ def server(tmp_path_factory):
 def redis_url(tmp_path_factory):
     """A redis-server of the session's own, on a free port (never the machine's)."""
     redis = localredis.Redis(tmp_path_factory.mktemp("redis"))
-    url = redis.start()
+    url = redis.start(attached=True)
     yield url
     redis.stop()
 
