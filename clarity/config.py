@@ -16,6 +16,7 @@ class Settings:
     env: str = "development"
     database_url: str | None = None
     migration_database_url: str | None = None
+    db_allow_plaintext: bool = False  # production: allow a TCP database URL weaker than verify-full
     pool_min_size: int = 2
     pool_max_size: int = 8
     pool_timeout: float = 3.0
@@ -124,6 +125,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     for var, field in (("CLARITY_RATE_LIMIT", "rate_limit"), ("CLARITY_RATE_LIMIT_ANONYMOUS", "rate_limit_anonymous")):
         if environ.get(var):
             values[field] = environ[var]
+    if environ.get("CLARITY_DB_ALLOW_PLAINTEXT"):
+        values["db_allow_plaintext"] = _flag(environ["CLARITY_DB_ALLOW_PLAINTEXT"], "CLARITY_DB_ALLOW_PLAINTEXT")
     if environ.get("CLARITY_RATE_LIMIT_ENABLED"):
         values["rate_limit_enabled"] = _flag(environ["CLARITY_RATE_LIMIT_ENABLED"], "CLARITY_RATE_LIMIT_ENABLED")
     for var, replacement in _REMOVED.items():
@@ -169,6 +172,41 @@ def validate(settings: Settings) -> None:
         ) if not value]
         if missing:
             raise ConfigError("production refuses to start without " + ", ".join(missing))
+        if not settings.db_allow_plaintext:
+            for var, url in (("DATABASE_URL", settings.database_url),
+                             ("CLARITY_MIGRATION_DATABASE_URL", settings.migration_database_url)):
+                _require_verified_tls(url, var)
+
+
+def _require_verified_tls(url: str | None, var: str) -> None:
+    """Refuse a connection string that reaches PostgreSQL over TCP with an sslmode weaker than
+    ``verify-full`` (none given means libpq's ``prefer``). Unix sockets pass: they never leave the
+    machine. The message names ``var``, never the URL, which may hold a password."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    if not url:
+        return
+    try:
+        params = conninfo_to_dict(url)
+    except ProgrammingError:
+        raise ConfigError(f"{var} is not a valid PostgreSQL connection string") from None
+    if not _uses_tcp(params):
+        return
+    sslmode = str(params.get("sslmode") or "prefer")
+    if sslmode != "verify-full":
+        raise ConfigError(
+            f"{var} connects over TCP with sslmode={sslmode}: production needs sslmode=verify-full "
+            "(and sslrootcert naming the server's CA), a Unix socket, or CLARITY_DB_ALLOW_PLAINTEXT=1")
+
+
+def _uses_tcp(params: Mapping[str, object]) -> bool:
+    """Whether any host of a (possibly multi-host) connection is reached over TCP. No host at
+    all means libpq's default Unix socket; a host starting with ``/`` names a socket directory."""
+    if params.get("hostaddr"):
+        return True
+    hosts = str(params.get("host") or "").split(",")
+    return any(host and not host.startswith("/") for host in hosts)
 
 
 def _number(text: str, var: str, kind):

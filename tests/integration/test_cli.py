@@ -11,7 +11,7 @@ def test_keys_generate_prints_keys_the_config_accepts(server, test_database):
     result = app.test_cli_runner().invoke(args=["keys", "generate"])
     assert result.exit_code == 0
     env = dict(line.split("=", 1) for line in result.output.splitlines())
-    settings = config.from_env({**env, "CLARITY_ENV": "production", "DATABASE_URL": "postgresql://x/y"})
+    settings = config.from_env({**env, "CLARITY_ENV": "production", "DATABASE_URL": "postgresql://x/y?sslmode=verify-full"})
     assert settings.active_data_key in settings.data_keys and len(settings.blind_index_key) == 32
 
 

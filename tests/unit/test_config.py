@@ -17,7 +17,7 @@ KEY_A, KEY_B, BLIND = os.urandom(32), os.urandom(32), os.urandom(32)
 
 PRODUCTION = {
     "CLARITY_ENV": "production",
-    "DATABASE_URL": "postgresql://clarity_web@db/clarity",
+    "DATABASE_URL": "postgresql://clarity_web@db/clarity?sslmode=verify-full&sslrootcert=/etc/clarity/db-ca.pem",
     "CLARITY_DATA_KEYS": f"a:{b64(KEY_A)}",
     "CLARITY_BLIND_INDEX_KEY": b64(BLIND),
 }
@@ -215,3 +215,97 @@ def test_production_names_everything_that_is_missing_at_once():
 
 def test_development_without_keys_is_allowed():
     assert from_env({"CLARITY_ENV": "development"}).data_keys == {}
+
+
+PASSWORD = "s3cret-Pa55word"
+
+
+def production_with(**urls) -> dict:
+    return {**PRODUCTION, **urls}
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://clarity_web@db.internal/clarity?sslmode=verify-full&sslrootcert=/etc/clarity/db-ca.pem",
+    "host=db.internal dbname=clarity user=clarity_web sslmode=verify-full sslrootcert=/etc/clarity/db-ca.pem",
+    "postgresql://clarity_web@db1,db2/clarity?sslmode=verify-full&target_session_attrs=read-write",
+])
+def test_production_accepts_a_tcp_database_verified_with_verify_full(url):
+    settings = from_env(production_with(DATABASE_URL=url))
+
+    assert settings.database_url == url  # kept as given: libpq reads sslmode and sslrootcert from it
+
+
+@pytest.mark.parametrize("var", ["DATABASE_URL", "CLARITY_MIGRATION_DATABASE_URL"])
+@pytest.mark.parametrize("query, sslmode", [
+    ("?sslmode=require", "require"), ("?sslmode=verify-ca", "verify-ca"), ("?sslmode=prefer", "prefer"),
+    ("?sslmode=disable", "disable"), ("?sslmode=allow", "allow"), ("", "prefer"),
+])
+def test_production_refuses_a_tcp_database_weaker_than_verify_full_naming_the_variable_not_the_password(
+        var, query, sslmode):
+    url = f"postgresql://clarity_web:{PASSWORD}@db.internal:5432/clarity{query}"
+
+    with pytest.raises(ConfigError) as raised:
+        from_env(production_with(**{var: url}))
+
+    message = str(raised.value)
+    assert var in message and f"sslmode={sslmode}" in message and "verify-full" in message
+    assert PASSWORD not in message and "db.internal" not in message
+
+
+def test_production_refuses_a_multi_host_url_when_any_host_is_tcp():
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        from_env(production_with(DATABASE_URL="postgresql://clarity_web@%2Frun%2Fpostgresql,db.internal/clarity"))
+
+
+def test_production_refuses_hostaddr_without_verify_full_even_beside_a_socket_host():
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        from_env(production_with(DATABASE_URL="host=/run/postgresql hostaddr=10.0.0.5 dbname=clarity"))
+
+
+def test_an_unparseable_database_url_is_refused_without_echoing_it():
+    url = f"user=clarity_web password={PASSWORD} host"
+
+    with pytest.raises(ConfigError) as raised:
+        from_env(production_with(DATABASE_URL=url))
+
+    assert "DATABASE_URL" in str(raised.value) and PASSWORD not in str(raised.value)
+
+
+@pytest.mark.parametrize("flag", ["1", "true", "yes"])
+def test_production_allows_plaintext_to_the_database_when_told_to(flag):
+    url = "postgresql://clarity_web@db.internal/clarity?sslmode=disable"
+
+    settings = from_env(production_with(DATABASE_URL=url, CLARITY_MIGRATION_DATABASE_URL=url,
+                                        CLARITY_DB_ALLOW_PLAINTEXT=flag))
+
+    assert settings.db_allow_plaintext and settings.database_url == url
+
+
+def test_allow_plaintext_set_to_0_still_refuses():
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        from_env(production_with(DATABASE_URL="postgresql://clarity_web@db.internal/clarity",
+                                 CLARITY_DB_ALLOW_PLAINTEXT="0"))
+
+
+def test_allow_plaintext_must_be_a_flag():
+    with pytest.raises(ConfigError, match="CLARITY_DB_ALLOW_PLAINTEXT"):
+        from_env(production_with(CLARITY_DB_ALLOW_PLAINTEXT="sometimes"))
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://clarity_web@/clarity",
+    "postgresql:///clarity?host=/run/postgresql",
+    "postgresql://clarity_web@%2Frun%2Fpostgresql/clarity",
+    "host=/run/postgresql dbname=clarity",
+    "dbname=clarity",
+])
+def test_production_accepts_a_unix_socket_without_tls(url):
+    assert from_env(production_with(DATABASE_URL=url, CLARITY_MIGRATION_DATABASE_URL=url)).database_url == url
+
+
+def test_development_may_use_plaintext_tcp():
+    url = "postgresql://clarity_web@db.internal/clarity?sslmode=disable"
+
+    settings = from_env({"DATABASE_URL": url, "CLARITY_MIGRATION_DATABASE_URL": url})
+
+    assert settings.env == "development" and settings.database_url == url
