@@ -22,7 +22,7 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 def init_app(app) -> None:
-    from clarity.api import (alerts, appointments, audit_events, auth, biometrics, digital_twins,
+    from clarity.api import (alerts, appointments, audit_events, auth, biometrics, digital_twins, docs,
                              emergency_access, health, patients, records, users)
 
     settings = app.extensions["clarity"].settings
@@ -33,7 +33,7 @@ def init_app(app) -> None:
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL=docs.ASSETS_URL,
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
         JSON_SORT_KEYS=False,
         API_SPEC_OPTIONS={"components": {"securitySchemes": {
@@ -49,6 +49,7 @@ def init_app(app) -> None:
                    biometrics, alerts, appointments, records, digital_twins):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
+    app.register_blueprint(docs.blp)
     _cache_openapi_document(app)
     # Order matters: the request id, the token (401), the rate limit (429), the role (403), and
     # only then the media type (415) and, in the view, the body.

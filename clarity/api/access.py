@@ -16,7 +16,7 @@ from clarity.services import auth
 
 # Routes anyone may call: sign-in, health, and the API's own documentation.
 PUBLIC_ENDPOINTS = frozenset({"auth.create_token"})
-PUBLIC_BLUEPRINTS = frozenset({"health", "api-docs"})
+PUBLIC_BLUEPRINTS = frozenset({"health", "api-docs", "api-docs-assets"})
 _ACTIONS = {"GET": READ, "HEAD": READ, "POST": CREATE, "PUT": UPDATE, "PATCH": UPDATE, "DELETE": DELETE}
 
 

@@ -78,7 +78,7 @@ def _cost() -> int:
 
 def _exempt() -> bool:
     """Health checks (load balancers poll them) and the API's documentation are not limited."""
-    return (request.blueprint or "") in ("health", "api-docs")
+    return (request.blueprint or "") in ("health", "api-docs", "api-docs-assets")
 
 
 def _digest(value: str) -> str:
