@@ -49,6 +49,7 @@ NOT_THROUGH_A_GRANT = {
     (f"{API}/users/me/password", "POST"): "the caller's own account",
     (f"{API}/docs", "GET"): "documentation",
     (f"{API}/openapi.json", "GET"): "documentation",
+    (f"{API}/docs/assets/<filename>", "GET"): "documentation",
 }
 
 
