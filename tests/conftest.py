@@ -79,6 +79,22 @@ def redis_url(tmp_path_factory):
 
 
 @pytest.fixture
+def make_app(keyring):
+    """Build apps with real pools from settings: ``make_app(settings)``; their pools are closed
+    after the test."""
+    apps = []
+
+    def make(settings):
+        app = create_app(settings, keyring=keyring)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["clarity"].db.close()
+
+
+@pytest.fixture
 def fresh_database(server):
     """A database cloned from the migrated template, dropped after the test: for real commits."""
     name = server.create_database()

@@ -1,8 +1,8 @@
 """Who may call a route, checked before anything of the request is read.
 
-Order of checks on every request (design §6): the bearer token (401), then the route's roles
-(403), and only then does the view read and validate the body and query (400/415/422), and
-the service scope the data (404). The token is checked in the unit of work the view then runs
+Order of checks on every request (design §6): the bearer token (401), the rate limit (429,
+clarity.api.limits), then the route's roles (403), and only then does the view read and
+validate the body and query (400/415/422), and the service scope the data (404). The token is checked in the unit of work the view then runs
 its work in, so authentication costs no round trip of its own.
 """
 from __future__ import annotations

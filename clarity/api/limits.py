@@ -10,14 +10,13 @@ once; a request never fails because Redis is down.
 from __future__ import annotations
 
 import hashlib
-import logging
 
 from flask import current_app, g, request
 from flask_limiter import Limiter
 
+from clarity.api.access import PUBLIC_BLUEPRINTS
 from clarity.api.common import runtime
 
-log = logging.getLogger(__name__)
 REDIS_TIMEOUT_SECONDS = 0.25
 
 
@@ -77,8 +76,9 @@ def _cost() -> int:
 
 
 def _exempt() -> bool:
-    """Health checks (load balancers poll them) and the API's documentation are not limited."""
-    return (request.blueprint or "") in ("health", "api-docs", "api-docs-assets")
+    """Health checks (load balancers poll them) and the API's documentation, the public
+    blueprints, are not limited (sign-in is public too, but limited per address)."""
+    return (request.blueprint or "") in PUBLIC_BLUEPRINTS
 
 
 def _digest(value: str) -> str:

@@ -8,7 +8,6 @@ answer 503 with Retry-After (never a 500).
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import logging
 import os
 import pwd
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from clarity import create_app, localpg
+from clarity import localpg
 from tests.conftest import APP_ROLE, make_settings, migrate
 
 pytestmark = pytest.mark.slow
@@ -126,24 +125,14 @@ def tls_server(tmp_path_factory):
 
 
 @pytest.fixture
-def make_app(keyring, tls_server):
-    """Apps whose DATABASE_URL is ``url``; their pools are closed after the test."""
-    apps = []
-
-    def make(url):
-        settings = make_settings(tls_server, "clarity", database_url=url, pool_min_size=1, pool_max_size=2,
-                                 pool_timeout=POOL_TIMEOUT)
-        app = create_app(settings, keyring=keyring)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["clarity"].db.close()
+def app_for(make_app, tls_server):
+    """``app_for(url)``: an app whose DATABASE_URL is ``url`` (see conftest.make_app)."""
+    return lambda url: make_app(make_settings(tls_server, "clarity", database_url=url, pool_min_size=1,
+                                              pool_max_size=2, pool_timeout=POOL_TIMEOUT))
 
 
-def test_verify_full_with_the_servers_ca_and_name_serves_over_tls(tls_server, make_app):
-    app = make_app(tls_server.url("clarity", APP_ROLE))
+def test_verify_full_with_the_servers_ca_and_name_serves_over_tls(tls_server, app_for):
+    app = app_for(tls_server.url("clarity", APP_ROLE))
     client = app.test_client()
 
     assert client.get("/health/ready").status_code == 200
@@ -156,11 +145,11 @@ def test_verify_full_with_the_servers_ca_and_name_serves_over_tls(tls_server, ma
     ("wrong CA", "certificate verify failed"),
     ("wrong host name", "does not match host name"),
 ])
-def test_a_certificate_that_does_not_verify_is_refused_with_503_not_500(tls_server, make_app, caplog,
+def test_a_certificate_that_does_not_verify_is_refused_with_503_not_500(tls_server, app_for, caplog,
                                                                          mismatch, libpq_says):
     url = (tls_server.url("clarity", APP_ROLE, ca=tls_server.other_ca) if mismatch == "wrong CA"
            else tls_server.url("clarity", APP_ROLE, host="127.0.0.1"))
-    app = make_app(url)
+    app = app_for(url)
     client = app.test_client()
     caplog.set_level(logging.WARNING, logger="psycopg.pool")
 

@@ -18,21 +18,6 @@ POOL_TIMEOUT = 0.5
 
 
 @pytest.fixture
-def make_app(keyring):
-    """Build apps with real pools; their pools are closed after the test."""
-    apps = []
-
-    def make(settings):
-        app = create_app(settings, keyring=keyring)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["clarity"].db.close()
-
-
-@pytest.fixture
 def database(fresh_database):
     return fresh_database
 
