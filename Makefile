@@ -17,7 +17,7 @@ postgres: deps
 	$(BIN)/python -m clarity.localpg ensure >/dev/null
 
 run: deps postgres
-	$(BIN)/python -m clarity.localpg serve
+	$(BIN)/python -m clarity.devserver
 
 test: deps postgres
 	$(BIN)/python -m pytest

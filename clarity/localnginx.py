@@ -77,7 +77,7 @@ def running(listen: str, upstream: str, home: Path | None = None):
             yield process
         finally:
             # SIGTERM: nginx's fast shutdown, which closes open connections.
-            localpg._stop_child(process, timeout=10)
+            localpg.stop_child(process, timeout=10)
     finally:
         if temporary:
             shutil.rmtree(home, ignore_errors=True)
@@ -101,7 +101,7 @@ def _start(listen: str, upstream: str, home: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 10
     while not _names(pid_file, process.pid):
         if process.poll() is not None or time.monotonic() > deadline:
-            localpg._stop_child(process, timeout=10)
+            localpg.stop_child(process, timeout=10)
             log = home / "error.log"
             raise RuntimeError(f"nginx did not start on {listen}:\n" + (log.read_text() if log.exists() else ""))
         time.sleep(0.05)

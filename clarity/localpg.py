@@ -3,10 +3,9 @@
 PostgreSQL refuses to run as root, so when we are root its binaries run as the unprivileged
 system user ``clarity-pg`` (created on first use), and a new cluster lives in a directory that
 user owns under ``/var/lib/clarity``, linked from ``.var/`` (see ``Cluster``). The server
-binaries are installed with apt-get when missing.
+binaries are installed with apt-get when missing. ``make run`` itself is clarity.devserver.
 
     python -m clarity.localpg ensure   # install the server binaries if missing
-    python -m clarity.localpg serve    # make run: local cluster, keys, migrations, demo users, nginx + gunicorn
     python -m clarity.localpg stop     # stop the make run cluster
     python -m clarity.localpg clean    # make clean: stop make run's nginx, stop and delete every local cluster
 
@@ -368,86 +367,7 @@ def provision(cluster: Cluster, database: str, app_password: str) -> dict:
     }
 
 
-def dev_environment() -> dict:
-    """Start the development cluster under .var/ and return the env (URLs and keys) to run with.
-
-    Keys are generated once and kept in .var/dev.env, so data survives restarts.
-    """
-    from clarity.security.crypto import generate_key
-
-    cluster = Cluster(VAR / "pg")
-    cluster.start()
-    env_file = VAR / "dev.env"
-    saved = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line) \
-        if env_file.exists() else {}
-    if not saved:
-        saved = {"CLARITY_DATA_KEYS": f"dev1:{generate_key()}", "CLARITY_ACTIVE_DATA_KEY": "dev1",
-                 "CLARITY_BLIND_INDEX_KEY": generate_key(), "APP_PASSWORD": secrets.token_urlsafe(18)}
-    saved.update(provision(cluster, "clarity", saved["APP_PASSWORD"]))
-    _write_private(env_file, "".join(f"{k}={v}\n" for k, v in saved.items()))
-    return {k: v for k, v in saved.items() if k != "APP_PASSWORD"}
-
-
-def serve() -> None:
-    """``make run``: nginx on CLARITY_BIND (default 127.0.0.1:8000) in front of gunicorn, which
-    listens on a socket in nginx's directory; without DATABASE_URL, first a local cluster with
-    keys, migrations and demo users.
-
-    gunicorn's sync workers must not face clients directly: one that connects and sends nothing
-    holds a worker for its whole timeout (see clarity.localnginx). Runs until either server
-    exits or we get SIGINT, SIGTERM or SIGHUP, then stops both; exits with gunicorn's status.
-    """
-    from clarity import localnginx, localredis
-
-    env = dict(os.environ)
-    if not env.get("DATABASE_URL"):
-        if env.get("CLARITY_ENV") == "production":
-            sys.exit("CLARITY_ENV=production needs DATABASE_URL and keys; it never uses a local cluster or generated keys.")
-        env.update(dev_environment())
-        env.setdefault("CLARITY_DEMO_PASSWORD", "clarity-demo-password")
-        print(f"Local PostgreSQL in {(VAR / 'pg').resolve()}; development keys in {VAR / 'dev.env'}", flush=True)
-        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "seed", "demo"], check=True, env=env, cwd=ROOT)
-    if not env.get("REDIS_URL") and env.get("CLARITY_ENV") != "production":
-        env["REDIS_URL"] = localredis.Redis(VAR / REDIS).start()
-        print(f"Local redis-server (rate limits) at {env['REDIS_URL']}, in {VAR / REDIS}", flush=True)
-    listen = env.get("CLARITY_BIND") or "127.0.0.1:8000"
-    home = _prepare_home(VAR / FRONT, _owner())
-    upstream = _private_bind(home / "gunicorn.sock")
-    # nginx is one more proxy the app must trust for the client address.
-    env.update(CLARITY_BIND=upstream, CLARITY_PROXY_COUNT=str(int(env.get("CLARITY_PROXY_COUNT") or 0) + 1))
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.default_int_handler)
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    app = subprocess.Popen(dies_with_parent([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"]), cwd=ROOT, env=env)
-    status = 0
-    try:
-        with localnginx.running(listen, upstream, home) as front:
-            print(f"nginx listens on {listen} in front of gunicorn at {upstream}", flush=True)
-            while app.poll() is None and front.poll() is None:
-                time.sleep(0.5)
-            if front.returncode is not None:
-                print(f"nginx exited ({front.returncode}); see {home / 'error.log'}", file=sys.stderr)
-                status = 1
-    except KeyboardInterrupt:
-        pass
-    except RuntimeError as exc:  # nginx did not start (the port is taken, say)
-        print(exc, file=sys.stderr)
-        status = 1
-    finally:
-        _stop_child(app, timeout=25)
-    sys.exit(status or max(app.returncode, 0))
-
-
-def _private_bind(socket_path: Path) -> str:
-    """gunicorn's bind behind make run's nginx: a unix socket in nginx's private directory,
-    which no other local user can reach, or a free port of 127.0.0.1 when that path is too
-    long for a socket address."""
-    if len(str(socket_path)) < 100:
-        return f"unix:{socket_path}"
-    return f"127.0.0.1:{free_port()}"
-
-
-def _stop_child(process: subprocess.Popen, timeout: float) -> None:
+def stop_child(process: subprocess.Popen, timeout: float) -> None:
     """SIGTERM ``process`` (a child) unless it has exited, and wait; SIGKILL after ``timeout`` s."""
     if process.poll() is None:
         process.terminate()
@@ -462,8 +382,6 @@ if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "ensure":
         print(ensure_installed())
-    elif command == "serve":
-        serve()
     elif command == "stop":
         Cluster(VAR / "pg").stop()
     elif command == "clean":
