@@ -15,7 +15,9 @@ graceful_timeout = 20
 preload_app = False
 # Several servers may run on one machine (tests, benchmarks): no shared control socket.
 control_socket_disable = True
+# "-" is stdout; empty or /dev/null turns the access log off (nothing is formatted then).
 accesslog = os.environ.get("CLARITY_ACCESS_LOG", "-")
+accesslog = None if accesslog in ("", "/dev/null") else accesslog
 # URLs never carry PHI; the access log keeps the request id, not the query's body.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 

@@ -19,5 +19,7 @@ class AuditEvent:
     entity_id: object = None
     patient_id: object = None
     fields: tuple[str, ...] = ()
+    # The patients a list page showed: one event for the page names each of them.
+    patient_ids: tuple = ()
     outcome: str = "success"  # success, failure or denied
     actor_id: object = None  # set when the actor is not the unit of work's (a login)

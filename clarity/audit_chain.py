@@ -37,8 +37,11 @@ class ChainBroken(RuntimeError):
 def canonical(event: dict) -> bytes:
     """The bytes a seal hashes: JSON of every column in EVENT_COLUMNS (KeyError if one is
     missing), keys sorted, no whitespace, ASCII only; ``occurred_at`` in UTC ISO 8601 with
-    microseconds; uuids, addresses and xids as the database prints them."""
+    microseconds; uuids, addresses and xids as the database prints them. ``patient_ids`` (a list
+    page's patients) only when set, so events sealed before that column existed hash as they did."""
     values = {name: event[name] for name in EVENT_COLUMNS}
+    if event.get("patient_ids") is not None:
+        values["patient_ids"] = list(event["patient_ids"])
     values["occurred_at"] = _utc_iso(values["occurred_at"])
     values["fields"] = list(values["fields"])
     return json.dumps(values, sort_keys=True, separators=(",", ":")).encode("ascii")

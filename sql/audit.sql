@@ -1,13 +1,14 @@
 -- name: insert_audit_events!
--- Write a batch of audit events in one statement. Params: events (a JSON array of objects).
+-- Write a batch of audit events in one statement. Params: events (a JSON array of objects;
+-- patient_ids only on a list's event).
 INSERT INTO audit_events (actor_id, actor_role, action, event_type, entity_type, entity_id,
-                          patient_id, outcome, client_addr, request_id, fields)
+                          patient_id, patient_ids, outcome, client_addr, request_id, fields)
 SELECT e.actor_id, e.actor_role, e.action, e.event_type, e.entity_type, e.entity_id,
-       e.patient_id, e.outcome, e.client_addr, e.request_id, coalesce(e.fields, '{}')
+       e.patient_id, e.patient_ids, e.outcome, e.client_addr, e.request_id, coalesce(e.fields, '{}')
   FROM jsonb_to_recordset(%(events)s::jsonb) AS e(
            actor_id uuid, actor_role text, action char(1), event_type text, entity_type text,
-           entity_id text, patient_id uuid, outcome text, client_addr inet, request_id text,
-           fields text[]);
+           entity_id text, patient_id uuid, patient_ids uuid[], outcome text, client_addr inet,
+           request_id text, fields text[]);
 
 -- name: lock_login_email$
 -- Wait for the other sign-in attempts naming this email to finish (the lock is held until
@@ -84,13 +85,15 @@ SELECT extract(epoch FROM (
 
 -- name: list_audit_events
 -- Audit events for auditors, newest first, after a keyset cursor over (occurred_at, id), with
--- optional filters (null = no filter). Params: patient_id, actor_id, action, occurred_from,
--- occurred_to, after_occurred_at, after_id, limit.
+-- optional filters (null = no filter). A patient's events are those about it and the list
+-- pages that showed it. Params: patient_id, actor_id, action, occurred_from, occurred_to,
+-- after_occurred_at, after_id, limit.
 -- plan: custom
 SELECT id, occurred_at, actor_id, actor_role, action, event_type, entity_type, entity_id,
-       patient_id, outcome, host(client_addr) AS client_addr, request_id, fields
+       patient_id, patient_ids, outcome, host(client_addr) AS client_addr, request_id, fields
   FROM audit_events
- WHERE (%(patient_id)s::uuid IS NULL OR patient_id = %(patient_id)s::uuid)
+ WHERE (%(patient_id)s::uuid IS NULL OR patient_id = %(patient_id)s::uuid
+        OR patient_ids @> ARRAY[%(patient_id)s::uuid])
    AND (%(actor_id)s::uuid IS NULL OR actor_id = %(actor_id)s::uuid)
    AND (%(action)s::text IS NULL OR action = %(action)s::text)
    AND (%(occurred_from)s::timestamptz IS NULL OR occurred_at >= %(occurred_from)s::timestamptz)
@@ -130,7 +133,7 @@ SELECT s.seq, s.hash, s.event_id, s.horizon::text AS horizon, s.sealed_at, e.xid
 -- Columns are qualified: a bare "xid" in ORDER BY would sort by the text output column.
 SELECT e.id, e.xid::text AS xid, e.occurred_at, e.actor_id::text AS actor_id, e.actor_role,
        e.action, e.event_type, e.entity_type, e.entity_id, e.patient_id::text AS patient_id,
-       e.outcome, e.client_addr::text AS client_addr, e.request_id, e.fields
+       e.patient_ids::text[] AS patient_ids, e.outcome, e.client_addr::text AS client_addr, e.request_id, e.fields
   FROM audit_events e
  WHERE (e.xid, e.id) > (%(after_xid)s::xid8, %(after_id)s::bigint)
    AND e.xid < %(horizon)s::xid8
@@ -151,7 +154,7 @@ SELECT s.seq, s.event_id, s.prev_hash, s.hash, %(horizon)s::xid8
 SELECT s.seq, s.event_id, s.prev_hash, s.hash, s.horizon::text AS horizon,
        e.id, e.xid::text AS xid, e.occurred_at, e.actor_id::text AS actor_id, e.actor_role,
        e.action, e.event_type, e.entity_type, e.entity_id, e.patient_id::text AS patient_id,
-       e.outcome, e.client_addr::text AS client_addr, e.request_id, e.fields
+       e.patient_ids::text[] AS patient_ids, e.outcome, e.client_addr::text AS client_addr, e.request_id, e.fields
   FROM audit_seals s
   LEFT JOIN audit_events e ON e.id = s.event_id
  WHERE s.seq > %(after_seq)s

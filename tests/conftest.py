@@ -85,7 +85,7 @@ def make_app(keyring):
     apps = []
 
     def make(settings):
-        app = create_app(settings, keyring=keyring)
+        app = checked(create_app(settings, keyring=keyring))
         apps.append(app)
         return app
 
@@ -139,7 +139,14 @@ def session_conn(server, test_database):
 
 @pytest.fixture(scope="session")
 def session_app(server, test_database, keyring):
-    return create_app(make_settings(server, test_database), keyring=keyring)
+    return checked(create_app(make_settings(server, test_database), keyring=keyring))
+
+
+def checked(app):
+    """Every response body is written both by its schema's compiled dump and by marshmallow,
+    and a difference fails the request (clarity.api.dumps)."""
+    app.config["CLARITY_CHECK_DUMPS"] = True
+    return app
 
 
 @pytest.fixture

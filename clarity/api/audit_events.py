@@ -35,6 +35,8 @@ class AuditEventSchema(Schema):
     entity_type = fields.String(allow_none=True)
     entity_id = fields.String(allow_none=True)
     patient_id = fields.UUID(allow_none=True)
+    patient_ids = fields.List(fields.UUID(), allow_none=True, metadata={
+        "description": "The patients a list page showed (one event per page); null on other events."})
     outcome = fields.String()
     client_addr = fields.String(allow_none=True)
     request_id = fields.String(allow_none=True)
@@ -48,7 +50,8 @@ class AuditEventSchema(Schema):
 @roles(ADMIN, AUDITOR)
 @expensive
 def list_audit_events(args):
-    """Audit events, newest first (by time, then id), filtered by ``patient_id``, ``actor_id``,
+    """Audit events, newest first (by time, then id), filtered by ``patient_id`` (the events
+    about that patient and the list pages that showed it), ``actor_id``,
     ``action`` (C, R, U, D, E) and the time range ``from`` (inclusive) – ``to`` (exclusive);
     the next (older) page is in the ``Link`` header. Auditors and admins only (403 otherwise).
     Events hold ids and field names, never PHI. This read is itself audited."""

@@ -5,12 +5,18 @@ deep enough to exhaust the interpreter's stack, integers with thousands of digit
 conversion is refused), ``NaN``/``Infinity``, and lone UTF-16 surrogates (``"\\ud800"``), which
 are not Unicode scalar values and cannot be encoded to UTF-8 for PostgreSQL. ``load`` refuses
 each of them, naming the field, before any schema sees the document.
+
+A body is parsed by orjson (strict JSON, valid Unicode only, in C); only a body orjson refuses,
+or one holding a run of 16 digits, takes the slower path that says exactly what is wrong.
+Responses are written by orjson too.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+
+import orjson
 
 from flask.json.provider import DefaultJSONProvider
 from webargs import core
@@ -23,6 +29,9 @@ MAX_INTEGER_DIGITS = 15  # every integer the API takes fits; JavaScript's safe r
 # A lone surrogate can only arrive as a \u escape (raw surrogate bytes are not UTF-8): when the
 # body holds no \uD800-\uDFFF escape, its strings need no check.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# Without a run of this many digits, no integer in the body is too long.
+_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_INTEGER_DIGITS + 1))
+_CONTAINERS = (dict, list)
 
 
 class BodyRejected(Invalid):
@@ -67,6 +76,14 @@ def load(data: bytes | str):
     a non-finite number, or a string (or key) that is not a sequence of Unicode scalar values.
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if not _LONG_DIGITS.search(raw):
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the slow path below says what is wrong
+        else:
+            _check_depth(document)
+            return document
     try:
         text = raw.decode("utf-8")
         document = json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
@@ -81,6 +98,17 @@ def load(data: bytes | str):
 
 def _too_deep() -> BadRequest:
     return BadRequest(f"The request body nests deeper than {MAX_DEPTH} levels.")
+
+
+def _check_depth(document) -> None:
+    """Refuse nesting deeper than MAX_DEPTH (visiting containers only)."""
+    stack = [(document, 0)] if type(document) in _CONTAINERS else []
+    while stack:
+        value, depth = stack.pop()
+        if depth >= MAX_DEPTH:
+            raise _too_deep()
+        children = value.values() if type(value) is dict else value
+        stack.extend([(child, depth + 1) for child in children if type(child) in _CONTAINERS])
 
 
 def _vet(document, *, check_strings: bool) -> None:
@@ -142,7 +170,23 @@ class Parser(FlaskParser):
 
 
 class JSONProvider(DefaultJSONProvider):
-    """Flask's JSON provider with ``load`` for parsing, so ``request.get_json()`` is safe too."""
+    """Flask's JSON provider with ``load`` for parsing, so ``request.get_json()`` is safe too,
+    and orjson for writing (UUIDs, dates and times as ISO 8601 text). What orjson cannot write
+    (an integer beyond 64 bits, a Decimal, a type it does not know) is written by Flask's own."""
 
     def loads(self, s, **kwargs):
         return load(s)
+
+    def dumps(self, obj, **kwargs) -> str:
+        try:
+            return orjson.dumps(obj).decode()
+        except TypeError:
+            return super().dumps(obj, **kwargs)
+
+    def response(self, *args, **kwargs):
+        obj = self._prepare_response_obj(args, kwargs)
+        try:
+            data = orjson.dumps(obj)
+        except TypeError:
+            data = super().dumps(obj)
+        return self._app.response_class(data, mimetype=self.mimetype)

@@ -7,10 +7,11 @@ import re
 from urllib.parse import urlencode
 
 import flask_smorest
-from flask import g, request
+from flask import current_app, g, request
+from flask_smorest.utils import resolve_schema_instance
 from marshmallow import ValidationError, fields, validate
 
-from clarity.api import body, cursors
+from clarity.api import body, cursors, dumps
 from clarity.errors import BadRequest, PreconditionRequired, Unavailable
 from clarity import runtime
 from clarity.services import auth
@@ -29,9 +30,24 @@ OFFSET_REQUIRED = ("Give the time with an offset, such as 2030-05-01T09:00:00Z "
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest's Blueprint, reading JSON bodies with the safe loader (clarity.api.body)."""
+    """flask-smorest's Blueprint, reading JSON bodies with the safe loader (clarity.api.body)
+    and writing responses with each schema's compiled dump (clarity.api.dumps)."""
 
     ARGUMENTS_PARSER = body.Parser()
+
+    def response(self, status_code, schema=None, **kwargs):
+        if schema is not None:
+            schema = resolve_schema_instance(schema)
+            marshmallow_dump, fast_dump = schema.dump, dumps.compile_dump(schema)
+
+            def dump(obj):
+                written = fast_dump(obj)
+                if current_app.config.get("CLARITY_CHECK_DUMPS") and written != marshmallow_dump(obj):
+                    raise AssertionError(f"{type(schema).__name__}: the compiled dump differs from marshmallow's")
+                return written
+
+            schema.dump = dump
+        return super().response(status_code, schema, **kwargs)
 
 
 def _length(min_length, max_length):

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 from psycopg.rows import class_row, dict_row
 
-# Every column of an event, as the chain hashes it (see clarity.audit_chain.canonical).
+# Every column of an event, as the chain hashes it (see clarity.audit_chain.canonical), but
+# patient_ids, which it hashes only when set.
 EVENT_COLUMNS = ("id", "xid", "occurred_at", "actor_id", "actor_role", "action", "event_type",
                  "entity_type", "entity_id", "patient_id", "outcome", "client_addr",
                  "request_id", "fields")
@@ -29,6 +30,7 @@ class AuditRecord:
     entity_type: str | None
     entity_id: str | None
     patient_id: uuid.UUID | None
+    patient_ids: list[uuid.UUID] | None
     outcome: str
     client_addr: str | None
     request_id: str | None
@@ -92,6 +94,7 @@ class AuditRepository:
             "entity_type": event.entity_type,
             "entity_id": _text(event.entity_id),
             "patient_id": _text(event.patient_id),
+            "patient_ids": [str(p) for p in event.patient_ids] or None,
             "outcome": event.outcome,
             "client_addr": client_addr,
             "request_id": request_id,
@@ -185,7 +188,7 @@ class AuditRepository:
 def _seal(row: dict) -> Seal:
     event = None
     if row["id"] is not None:
-        event = {name: row[name] for name in EVENT_COLUMNS}
+        event = {name: row[name] for name in (*EVENT_COLUMNS, "patient_ids")}
         event["xid"] = int(event["xid"])
     return Seal(seq=row["seq"], event_id=row["event_id"], prev_hash=row["prev_hash"],
                 hash=row["hash"], horizon=int(row["horizon"]), event=event)

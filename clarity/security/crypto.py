@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 import unicodedata
 from collections.abc import Mapping
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -57,7 +57,7 @@ class Keyring:
     def encrypt(self, table: str, column: str, row_id, fields: dict) -> tuple[bytes, str]:
         """Seal ``fields`` for one row; return (envelope, key id)."""
         nonce = os.urandom(NONCE_BYTES)
-        plaintext = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+        plaintext = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
         sealed = self._ciphers[self.active_key_id].encrypt(nonce, plaintext, _aad(table, column, row_id))
         return nonce + sealed, self.active_key_id
 
@@ -74,7 +74,7 @@ class Keyring:
             raise DecryptionError(
                 f"{table}.{column} of row {row_id} failed authentication: altered or copied from another row"
             ) from None
-        return json.loads(plaintext)
+        return orjson.loads(plaintext)
 
     def blind_index(self, table: str, column: str, value: str | None, *, root: str = "current") -> bytes | None:
         """HMAC-SHA256 of the normalized value under a key derived for this column only, from

@@ -73,7 +73,8 @@ def list_patients(uow, actor: Actor, *, status=None, born_from: dt.date | None =
     criteria = {"status": status, "born_from": born_from, "born_to": born_to,
                 "mrn": mrn, "email": email, "last_name": last_name}
     fields = tuple(name for name, value in criteria.items() if value is not None)
-    require_role_audited(uow, actor, AuditEvent(READ, event_type, ENTITY, fields=fields))
+    event = AuditEvent(READ, event_type, ENTITY, fields=fields)
+    require_role_audited(uow, actor, event)
     found, scanned_to, exhausted = [], after, False
     while len(found) <= limit and not exhausted:
         batch = uow.patients.list(
@@ -86,8 +87,7 @@ def list_patients(uow, actor: Actor, *, status=None, born_from: dt.date | None =
             scanned_to = PATIENT_KEY(batch[-1])
         found.extend(p for p in batch if _born_within(p, born_from, born_to))
     items, next_after = page(found, limit, PATIENT_KEY)
-    for patient in items:
-        uow.audit(AuditEvent(READ, event_type, ENTITY, patient.id, patient.id, fields=fields))
+    event.patient_ids = tuple(p.id for p in items)  # the query's one event names every patient shown
     return items, next_after
 
 

@@ -206,13 +206,31 @@ def test_every_phi_access_is_audited_with_field_names_never_values(client, conn,
     client.delete(f"{URL}/{patient['id']}", headers={**provider.headers, "If-Match": '"2"'})
     rows = conn.execute(
         "SELECT action, event_type, outcome, fields, request_id IS NOT NULL, row_to_json(a)::text"
-        "  FROM audit_events a WHERE patient_id = %s ORDER BY id", (patient["id"],)).fetchall()
+        "  FROM audit_events a WHERE patient_id = %s OR patient_ids @> ARRAY[%s::uuid] ORDER BY id",
+        (patient["id"], patient["id"])).fetchall()
     assert [(r[0], r[1], r[2]) for r in rows] == [
         ("C", "patient.create", "success"), ("R", "patient.read", "success"),
         ("R", "patient.search", "success"), ("U", "patient.update", "success"), ("D", "patient.delete", "success")]
     assert rows[2][3] == ["last_name"] and rows[3][3] == ["phone"]
     assert all(r[4] for r in rows)
     assert not any("Auditee" in r[5] or patient["mrn"] in r[5] for r in rows)
+
+
+def test_a_list_page_is_one_audit_event_naming_every_patient_it_showed(client, conn, provider, create_patient, make_staff):
+    created = [create_patient(provider)["id"] for _ in range(3)]
+    response = client.get(f"{URL}?limit=2", headers=provider.headers)
+    assert response.status_code == 200
+    shown = [p["id"] for p in response.json]
+    unlisted = (set(created) - set(shown)).pop()
+    assert len(shown) == 2
+    rows = conn.execute("SELECT action, event_type, patient_id, entity_id, patient_ids::text[], actor_id"
+                        "  FROM audit_events WHERE event_type = 'patient.list'").fetchall()
+    assert rows == [("R", "patient.list", None, None, shown, provider.id)]
+    # An auditor asking for a listed patient's history finds the page's event.
+    auditor = make_staff("auditor")
+    for patient_id, listed in ((shown[0], True), (shown[1], True), (unlisted, False)):
+        history = client.get(f"/api/v1/audit-events?patient_id={patient_id}", headers=auditor.headers).json
+        assert any(e["event_type"] == "patient.list" and patient_id in e["patient_ids"] for e in history) is listed
 
 
 def test_reading_a_missing_patient_is_404_and_audited(client, conn, provider):

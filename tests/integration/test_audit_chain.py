@@ -255,6 +255,28 @@ def test_a_sealer_holding_its_lock_does_not_block_requests_and_a_second_sealer_s
     assert seal(chain.db) == 1
 
 
+def test_a_list_pages_patients_are_sealed_and_an_event_sealed_without_them_hashes_as_before():
+    event = {name: None for name in EVENT_COLUMNS} | {
+        "id": 7, "xid": 812, "action": "R", "event_type": "patient.read", "outcome": "success",
+        "occurred_at": dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc), "fields": []}
+    listed = ["5d49553a-d039-4ab9-ad73-e4e7cbd8223a", "6502fadb-7983-49a9-ad91-d4038f80c36b"]
+    assert audit_chain.canonical(event | {"patient_ids": None}) == audit_chain.canonical(event)
+    assert b'"patient_ids":["5d49553a' in audit_chain.canonical(event | {"patient_ids": listed})
+    assert audit_chain.canonical(event | {"patient_ids": listed[:1]}) != audit_chain.canonical(event | {"patient_ids": listed})
+
+
+def test_verify_reports_a_patient_removed_from_a_sealed_list_event(chain):
+    listed = [uuid.uuid4(), uuid.uuid4()]
+    chain.db.run(lambda uow: uow.audit(AuditEvent("R", "patient.list", "patient", patient_ids=tuple(listed))))
+    assert seal_all(chain.db) == 1
+    result = chain.cli("verify")
+    assert result.exit_code == 0, result.output
+    with chain.owner() as conn:
+        tamper(conn, "UPDATE audit_events SET patient_ids = ARRAY[%s::uuid]", (listed[0],))
+    result = chain.cli("verify")
+    assert result.exit_code == 1 and result.output.startswith("FAIL altered: event ")
+
+
 def test_verify_reports_ok_on_an_untouched_chain(trail):
     result = trail.app.test_cli_runner().invoke(args=["audit", "verify"])
     assert result.exit_code == 0, result.output
