@@ -35,6 +35,11 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = body.Parser()
 
+    def arguments(self, schema, *args, **kwargs):
+        # An instance, built once: given a class, webargs builds a new schema (deep-copying its
+        # fields, nested ones too) for every request, about a fifth of a POST's CPU.
+        return super().arguments(resolve_schema_instance(schema), *args, **kwargs)
+
     def response(self, status_code, schema=None, **kwargs):
         if schema is not None:
             schema = resolve_schema_instance(schema)
@@ -42,8 +47,10 @@ class Blueprint(flask_smorest.Blueprint):
 
             def dump(obj):
                 written = fast_dump(obj)
-                if current_app.config.get("CLARITY_CHECK_DUMPS") and written != marshmallow_dump(obj):
-                    raise AssertionError(f"{type(schema).__name__}: the compiled dump differs from marshmallow's")
+                if current_app.config.get("CLARITY_CHECK_DUMPS"):
+                    as_json = current_app.json.dumps
+                    if as_json(written) != as_json(marshmallow_dump(obj)):
+                        raise AssertionError(f"{type(schema).__name__}: the compiled dump differs from marshmallow's")
                 return written
 
             schema.dump = dump

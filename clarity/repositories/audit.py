@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import uuid
 from collections.abc import Iterator
 
+import orjson
 from psycopg.rows import class_row, dict_row
 
 # Every column of an event, as the chain hashes it (see clarity.audit_chain.canonical), but
@@ -100,7 +100,7 @@ class AuditRepository:
             "request_id": request_id,
             "fields": sorted(event.fields),
         } for event in events]
-        self.q.insert_audit_events.rowcount(self.conn, {"events": json.dumps(rows)})
+        self.q.insert_audit_events.rowcount(self.conn, {"events": orjson.dumps(rows).decode()})
 
     def list(self, *, patient_id=None, actor_id=None, action=None, occurred_from=None,
              occurred_to=None, after: tuple | None = None, limit: int) -> list[AuditRecord]:
