@@ -1,23 +1,30 @@
-"""Biometric ingestion throughput, in readings (rows) per second, three ways, same readings:
+"""Biometric ingestion throughput, in readings (rows) per second, five ways, same readings:
 
 1. ``POST /api/v1/patients/{id}/biometrics`` with 10,000-reading batches over HTTP to Clarity
    under gunicorn (sync workers, one client sending one batch after another: JSON parsing,
-   validation, token check, scope, COPY, alerts, audit);
+   validation, token check, scope, COPY, dedupe, alerts, audit, row-level security);
 2. straight through the repository: ``BiometricRepository.add_many`` (COPY into the staging
    table + one INSERT … SELECT that also raises alerts), one unit of work per batch;
 3. the row-at-a-time baseline: psycopg ``executemany`` of ``insert_biometric_reading`` (a plain
    INSERT … ON CONFLICT DO NOTHING, no alerts), one transaction per batch;
+4. a raw binary ``COPY`` of the batch straight into ``biometric_readings`` as its owner (a
+   superuser here, so without row-level security, which COPY FROM refuses for the app role;
+   no dedupe: a duplicate fails): what the table itself (partitions, keys, checks, triggers) costs;
+5. the reference: a raw binary ``COPY`` into a plain table with the same columns and only a
+   unique index on the dedupe key (the columns of biometric_readings_reading_key, read from
+   the catalog): the physical cost of storing deduplicated readings;
 
 each for BENCH_SECONDS (default 10) after one warm-up batch, every batch new readings (nothing
-is a duplicate), on 127.0.0.1 only, as the app's least-privileged role with row-level security
-on. Then the ratios. Values stay inside the default alert rules, so no alerts are raised.
+is a duplicate), one transaction per batch, on 127.0.0.1 only, as the app's least-privileged
+role with row-level security on (4 and 5: as the owner). Then the ratios: the target is HTTP
+>= 50 % of the reference. Values stay inside the default alert rules, so no alerts are raised.
 
     python -m bench.ingest   # standalone: its own cluster under .var/bench-ingest (stopped after)
 
 From bench/run.py: ``rows = ingest.run(env, seconds=SECONDS, pg_pid=pg_pid)`` with ``env`` the
 database URLs and keys of a migrated database (seed.recreate + seed.keys_env); it creates its
 own provider and patients and starts (and stops) its own gunicorn. ``print_rows(rows)`` prints
-them; the rows have bench.run.Row's fields.
+them; the rows (a dict by scenario key) have bench.run.Row's fields.
 """
 from __future__ import annotations
 
@@ -51,8 +58,18 @@ VALUES = {"heart_rate": 72.0, "bp_systolic": 118.0, "bp_diastolic": 76.0, "spo2"
           "respiratory_rate": 14.0, "glucose": 98.0, "weight": 71.5, "steps": 420.0}
 UNITS = {"heart_rate": "bpm", "bp_systolic": "mmHg", "bp_diastolic": "mmHg", "spo2": "%", "temperature": "°C",
          "respiratory_rate": "breaths/min", "glucose": "mg/dL", "weight": "kg", "steps": "steps"}
-
-
+TARGET = 0.50  # HTTP ingest / raw COPY into the plain table with the dedupe key's unique index
+PLAIN_TABLE = "bench_plain_readings"
+COPY_COLUMNS = ("patient_id", "recorded_at", "value", "kind", "unit", "source_device")
+COPY_TYPES = ("uuid", "timestamptz", "float8", "text", "text", "text")
+# The dedupe key's columns, in its order, as the catalog has them.
+KEY_COLUMNS = """
+SELECT array_agg(a.attname::text ORDER BY k.ord)
+  FROM pg_constraint c
+ CROSS JOIN unnest(c.conkey) WITH ORDINALITY AS k (attnum, ord)
+  JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+ WHERE c.conrelid = 'biometric_readings'::regclass AND c.conname = 'biometric_readings_reading_key'
+"""
 
 
 class Batches:
@@ -113,7 +130,7 @@ def measure(scenario: str, send, batches: Batches, seconds: float, *, app_pid=No
 
 
 def _setup(clarity) -> tuple[uuid.UUID, str, list[uuid.UUID]]:
-    """A provider with a one-hour token and three patients (one per scenario)."""
+    """A provider with a one-hour token and four patients (one per scenario writing readings)."""
     def work(uow):
         user = uow.users.add(email=f"bench-ingest-{uuid.uuid4().hex[:8]}@clarity.test", display_name="Bench ingest",
                              role="provider", password_hash=clarity.passwords.hash(secrets.token_urlsafe(16)))
@@ -125,23 +142,25 @@ def _setup(clarity) -> tuple[uuid.UUID, str, list[uuid.UUID]]:
     rng = random.Random(7)
     patients = clarity.db.run(lambda uow: [
         uow.patients.add(provider_id=provider_id, status="active",
-                         phi=patient_phi(rng, f"INGEST-{uuid.uuid4().hex[:10]}")).id for _ in range(3)],
+                         phi=patient_phi(rng, f"INGEST-{uuid.uuid4().hex[:10]}")).id for _ in range(4)],
         actor=Actor(provider_id, "provider"))
     return provider_id, token, patients
 
 
-def run(env: dict, *, seconds: float = SECONDS, pg_pid: int | None = None, log_dir: Path = BASE) -> list[Row]:
-    """Measure the three ways on the migrated database ``env`` describes (DATABASE_URL as the
+def run(env: dict, *, seconds: float = SECONDS, pg_pid: int | None = None,
+        log_dir: Path = BASE) -> dict[str, Row]:
+    """Measure the five ways on the migrated database ``env`` describes (DATABASE_URL as the
     app role, CLARITY_MIGRATION_DATABASE_URL, keys); ``pg_pid`` (the postmaster) adds
-    PostgreSQL's CPU. Returns one Row per way."""
+    PostgreSQL's CPU. Returns one Row per way, by key: http, repository, executemany, copy_table,
+    copy_plain."""
     settings = config.from_env({**env, "CLARITY_ENV": "development", "CLARITY_LOG_LEVEL": "WARNING",
                                 "CLARITY_ARGON2_TIME_COST": "1", "CLARITY_ARGON2_MEMORY_KIB": "1024"})
     app = create_app(settings)
     clarity = app.extensions["clarity"]
-    rows: list[Row] = []
+    rows: dict[str, Row] = {}
     server = None
     try:
-        provider_id, token, (http_patient, repo_patient, many_patient) = _setup(clarity)
+        provider_id, token, (http_patient, repo_patient, many_patient, copy_patient) = _setup(clarity)
         actor = Actor(provider_id, "provider")
         batches = Batches()
 
@@ -159,17 +178,26 @@ def run(env: dict, *, seconds: float = SECONDS, pg_pid: int | None = None, log_d
             return response.json()["stored"]
 
         print("running ingest over HTTP ...", flush=True)
-        rows.append(measure(f"POST …/biometrics ({BATCH:,}/request), gunicorn", post, batches, seconds,
-                            app_pid=server.proc.pid, pg_pid=pg_pid, prepare=as_json))
+        rows["http"] = measure(f"POST …/biometrics ({BATCH:,}/request), gunicorn", post, batches, seconds,
+                               app_pid=server.proc.pid, pg_pid=pg_pid, prepare=as_json)
         server.stop()
 
         print("running ingest through the repository (COPY) ...", flush=True)
-        rows.append(measure("repository add_many (COPY + INSERT…SELECT)", lambda batch: clarity.db.run(
+        rows["repository"] = measure("repository add_many (COPY + INSERT…SELECT)", lambda batch: clarity.db.run(
             lambda uow: uow.biometrics.add_many(repo_patient, batch).stored, actor=actor), batches, seconds,
-            pg_pid=pg_pid))
+            pg_pid=pg_pid)
 
         print("running ingest with executemany ...", flush=True)
-        rows.append(_executemany_row(clarity, env["DATABASE_URL"], actor, many_patient, batches, seconds, pg_pid))
+        rows["executemany"] = _executemany_row(clarity, env["DATABASE_URL"], actor, many_patient, batches, seconds,
+                                               pg_pid)
+
+        owner_url = env["CLARITY_MIGRATION_DATABASE_URL"]
+        print("running raw COPY into biometric_readings ...", flush=True)
+        rows["copy_table"] = _copy_row("raw COPY into biometric_readings (owner)", owner_url, "biometric_readings",
+                                       copy_patient, batches, seconds, pg_pid)
+        print("running raw COPY into a plain table with the dedupe key's unique index ...", flush=True)
+        rows["copy_plain"] = _copy_row("raw COPY into plain table + unique dedupe key", owner_url, PLAIN_TABLE,
+                                       copy_patient, batches, seconds, pg_pid)
     finally:
         if server is not None:
             server.stop()
@@ -195,19 +223,57 @@ def _executemany_row(clarity, url, actor, patient_id, batches, seconds, pg_pid) 
                        pg_pid=pg_pid, prepare=prepare)
 
 
-def print_rows(rows: list[Row]) -> None:
+def _copy_row(scenario, owner_url, table, patient_id, batches, seconds, pg_pid) -> Row:
+    """Raw binary COPY of each batch into ``table`` as the owner, one transaction per batch.
+    PLAIN_TABLE is (re)created first, with biometric_readings' columns and defaults but no
+    constraint, partition, policy or trigger, and only a unique index on the dedupe key's
+    columns; it is dropped afterwards."""
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS)))
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        if table == PLAIN_TABLE:
+            key = conn.execute(KEY_COLUMNS).fetchone()[0]
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+            conn.execute(sql.SQL("CREATE TABLE {} (LIKE biometric_readings INCLUDING DEFAULTS)").format(
+                sql.Identifier(table)))
+            conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(
+                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, key))))
+
+        def send(params: list[tuple]) -> int:
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(copy_sql) as copy:
+                    copy.set_types(COPY_TYPES)
+                    for row in params:
+                        copy.write_row(row)
+                return cur.rowcount
+
+        def prepare(batch: list[Reading]) -> list[tuple]:
+            return [(patient_id, r.recorded_at, r.value, r.kind, r.unit, r.source_device) for r in batch]
+
+        try:
+            return measure(scenario, send, batches, seconds, pg_pid=pg_pid, prepare=prepare)
+        finally:
+            if table == PLAIN_TABLE:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+
+
+def print_rows(rows: dict[str, Row]) -> None:
     print()
     print(f"{'scenario':<52} | {'rows/s':>9} | {'p50 ms':>8} | {'p99 ms':>8} | {'app CPU ms':>10} | "
           f"{'pg CPU ms':>9} | note")
     print("-" * 118)
-    for row in rows:
+    for row in rows.values():
         print(f"{row.scenario:<52} | {row.rate:9.0f} | {row.p50_ms:8.1f} | {row.p99_ms:8.1f} | "
               f"{row.app_cpu_ms:10.1f} | {row.pg_cpu_ms:9.1f} | {row.note}")
     print("(latency and CPU per 10,000-reading batch; app CPU: gunicorn's workers, else this client)")
-    http, copy, many = rows
-    print(f"\nrepository COPY / executemany (rows/s): {copy.rate / many.rate:6.2f}x")
-    print(f"HTTP batch / repository COPY (rows/s):  {http.rate / copy.rate:6.2f}")
-    print(f"HTTP batch / executemany (rows/s):      {http.rate / many.rate:6.2f}x")
+    http, repo, many = rows["http"], rows["repository"], rows["executemany"]
+    ratio = http.rate / rows["copy_plain"].rate
+    print(f"\nHTTP batch / raw COPY into plain table + unique dedupe key (rows/s): {ratio:6.2f}  "
+          f"(target >= {TARGET:.2f}: {'met' if ratio >= TARGET else 'NOT met'})")
+    table = rows["copy_table"]
+    print(f"HTTP batch / raw COPY into biometric_readings (rows/s):              {http.rate / table.rate:6.2f}")
+    print(f"HTTP batch / repository COPY (rows/s):                               {http.rate / repo.rate:6.2f}")
+    print(f"repository COPY / executemany (rows/s):                              {repo.rate / many.rate:6.2f}x")
 
 
 def main() -> None:

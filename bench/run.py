@@ -242,7 +242,8 @@ def main() -> None:
                                        lambda conn: bare.insert_patients(conn, keyring, seeded.provider_id, SECONDS))
         print_report(rows)
         from bench import ingest  # imported here: bench.ingest uses this module's helpers
-        print("\nrunning biometric ingestion (HTTP batches, repository COPY, executemany) ...", flush=True)
+        print("\nrunning biometric ingestion (HTTP batches, repository COPY, executemany, raw COPY into the table "
+              "and into a plain table with the dedupe key's unique index) ...", flush=True)
         ingest.print_rows(ingest.run(env, seconds=SECONDS, pg_pid=pg_pid))
         print(f"\ntotal {time.monotonic() - started:.0f}s; gunicorn logs in {BASE}")
     finally:

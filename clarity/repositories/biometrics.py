@@ -61,10 +61,11 @@ class BiometricRepository:
     def add_many(self, patient_id: uuid.UUID, readings) -> Stored:
         """Store ``readings`` (Reading tuples) as the
         patient's, skipping those already stored, and raise their alerts: a COPY into this
-        session's staging table, then one INSERT … SELECT (sql/biometrics.sql
+        session's (emptied) staging table, then one INSERT … SELECT (sql/biometrics.sql
         insert_biometric_readings). A reading that no partition holds raises Invalid
         (``recorded_at``); other constraint violations leave as driver errors."""
         self.q.create_biometric_staging.execute(self.conn)
+        self.q.delete_biometric_staging.rowcount(self.conn)
         with self.q.copy_biometric_staging.copy(self.conn) as copy:
             copy.set_types(STAGING_TYPES)
             for reading in readings:
@@ -78,21 +79,22 @@ class BiometricRepository:
             raise
         return Stored(stored=row["stored"], alerts_raised=row["alerts_raised"])
 
-    def list(self, patient_id, *, kind=None, recorded_from=None, recorded_to=None, after=None,
+    def list(self, patient_id, *, kinds, recorded_from=None, recorded_to=None, after=None,
              limit: int = 50) -> list[Reading]:
-        """A keyset page of the patient's readings, newest first; ``after`` is the
-        ``(recorded_at, kind, source_device)`` of the last reading of the previous page."""
+        """A keyset page of the patient's readings of ``kinds`` (every kind for all of them),
+        newest first; ``after`` is the ``(recorded_at, kind, source_device)`` of the last reading
+        of the previous page."""
         after_recorded_at, after_kind, after_device = after or (None, None, None)
         return self.q.list_biometric_readings.all(self.conn, {
-            "patient_id": patient_id, "kind": kind, "recorded_from": recorded_from,
+            "patient_id": patient_id, "kinds": list(kinds), "recorded_from": recorded_from,
             "recorded_to": recorded_to, "after_recorded_at": after_recorded_at,
             "after_kind": after_kind, "after_source_device": after_device, "limit": limit,
         }, class_row(Reading))
 
-    def summary(self, patient_id, *, kind, bucket: str, recorded_from, recorded_to) -> list[Bucket]:
-        """count/min/max/avg per kind and UTC ``bucket`` ('hour' or 'day'), oldest first."""
+    def summary(self, patient_id, *, kinds, bucket: str, recorded_from, recorded_to) -> list[Bucket]:
+        """count/min/max/avg per kind of ``kinds`` and UTC ``bucket`` ('hour' or 'day'), oldest first."""
         return self.q.list_biometric_summary.all(self.conn, {
-            "patient_id": patient_id, "kind": kind, "bucket": bucket,
+            "patient_id": patient_id, "kinds": list(kinds), "bucket": bucket,
             "recorded_from": recorded_from, "recorded_to": recorded_to,
         }, class_row(Bucket))
 

@@ -109,8 +109,8 @@ def list_readings(uow, actor: Actor, patient_id, *, kind=None, recorded_from=Non
     event = AuditEvent(READ, "biometrics.read", ENTITY, patient_id=patient_id, fields=(kind,) if kind else ())
     uow.audit(event)
     require_patient(uow, actor, patient_id, event)
-    rows = uow.biometrics.list(patient_id, kind=kind, recorded_from=recorded_from, recorded_to=recorded_to,
-                               after=after, limit=limit + 1)
+    rows = uow.biometrics.list(patient_id, kinds=_kinds_of(kind), recorded_from=recorded_from,
+                               recorded_to=recorded_to, after=after, limit=limit + 1)
     items, next_after = page(rows, limit, keyset("recorded_at", "kind", "source_device"))
     event.fields = _kinds(items, kind)
     return items, next_after
@@ -132,7 +132,7 @@ def summarize_readings(uow, actor: Actor, patient_id, *, kind=None, bucket: str 
         raise Invalid("from must be before to.", field="from")
     if recorded_to - recorded_from > SUMMARY_MAX_SPAN[bucket]:
         raise Invalid(f"A summary by {bucket} spans at most {SUMMARY_MAX_SPAN[bucket].days} days.", field="from")
-    buckets = uow.biometrics.summary(patient_id, kind=kind, bucket=bucket,
+    buckets = uow.biometrics.summary(patient_id, kinds=_kinds_of(kind), bucket=bucket,
                                      recorded_from=recorded_from, recorded_to=recorded_to)
     event.fields = _kinds(buckets, kind)
     return buckets, recorded_from, recorded_to
@@ -153,6 +153,13 @@ def ensure_partitions(repo, *, months_ahead: int = PARTITION_MONTHS_AHEAD) -> tu
     with ``repo`` on the table owner's connection: ``(created, every partition)``."""
     created = repo.create_partitions(months_back=HISTORY_MONTHS, months_ahead=months_ahead)
     return created, repo.partitions()
+
+
+def _kinds_of(kind) -> tuple[str, ...]:
+    """The kinds a read covers: the one asked for, else every kind. The queries probe the
+    readings' unique key once per kind (sql/biometrics.sql), so KINDS must name every kind
+    the database accepts (tests/integration/test_biometrics_ingest.py checks it)."""
+    return (kind,) if kind else tuple(KINDS)
 
 
 def _kinds(rows, kind=None) -> tuple[str, ...]:

@@ -145,6 +145,31 @@ def test_the_list_filters_by_kind_and_time_range_and_pages_with_a_link(client, p
     assert seen == sorted(seen, reverse=True)
 
 
+def test_pages_over_every_kind_meet_exactly_where_kinds_and_devices_share_an_instant(client, provider, patient):
+    """The list probes each kind separately (sql/biometrics.sql): its pages must still follow
+    (recorded_at, kind, source_device) newest first, with no reading lost or repeated at a page
+    boundary that falls between two kinds or two devices of one instant."""
+    kinds = ("heart_rate", "spo2", "temperature")
+    batch = [reading(kind, KINDS[kind].min_value + m, at=BASE + dt.timedelta(minutes=m), device=device)
+             for m in range(4) for kind in kinds for device in ("cuff-2", "watch-1")]
+    assert post(client, provider, patient, batch).status_code == 201
+    expected = sorted(((instant(r["recorded_at"]), r["kind"], r["source_device"]) for r in batch), reverse=True)
+
+    for limit, kind in ((5, None), (7, None), (1, None), (3, "spo2")):
+        seen, query = [], f"limit={limit}" + (f"&kind={kind}" if kind else "")
+        while True:
+            response = get(client, provider, patient, query=query)
+            assert response.status_code == 200, response.get_json()
+            page = response.get_json()
+            assert 0 < len(page) <= limit
+            seen += [(instant(r["recorded_at"]), r["kind"], r["source_device"]) for r in page]
+            link = response.headers.get("Link")
+            if not link:
+                break
+            query = link[link.index("?") + 1:link.index(">")]
+        assert seen == [e for e in expected if kind in (None, e[1])], (limit, kind)
+
+
 def test_a_malformed_cursor_is_400_and_an_unknown_filter_422(client, provider, patient):
     assert get(client, provider, patient, query="cursor=bm90LWEtY3Vyc29y").status_code == 400
     assert get(client, provider, patient, query="kinds=spo2").status_code == 422

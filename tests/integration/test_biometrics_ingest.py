@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import uuid
 
 import psycopg
@@ -72,8 +73,9 @@ def test_a_10000_reading_batch_fits_the_body_limit_and_is_stored_by_one_copy_not
 
     assert response.status_code == 201, response.get_json()
     assert response.get_json() == {"received": 10_000, "stored": 10_000, "duplicates": 0, "alerts_raised": 100}
-    # token check, patient scope, staging table, the INSERT … SELECT, the audit insert; one COPY.
-    assert calls == {"execute": 5, "executemany": 0, "copy": 1}
+    # token check, patient scope, staging table, emptying it, the INSERT … SELECT, the audit
+    # insert; one COPY.
+    assert calls == {"execute": 6, "executemany": 0, "copy": 1}
     act_as(conn, provider.id, "provider")
     stored = conn.execute("SELECT count(*) FROM biometric_readings WHERE patient_id = %s", (patient,)).fetchone()
     assert stored == (10_000,)
@@ -95,6 +97,44 @@ def test_check_constraints_hold_each_kinds_range_and_unit_even_bypassing_the_api
     with pytest.raises(pg.CheckViolation) as refused:
         raw_insert(conn, patient, kind, spec.min_value, unit=wrong_unit, device="wrong-unit")
     assert refused.value.diag.constraint_name == "biometric_readings_unit_check"
+
+
+def test_the_kind_check_allows_exactly_the_kinds_the_reads_probe(conn):
+    """list and summary over all kinds probe the unique key once per kind of KINDS
+    (services.biometrics._kinds_of): a kind the database accepted but KINDS lacked would be
+    stored and never read."""
+    definition = conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                              "WHERE conname = 'biometric_readings_kind_check'").fetchone()[0]
+    assert set(re.findall(r"'([^']+)'::text", definition)) == set(KINDS)
+
+
+def test_dedupe_holds_within_a_batch_across_batches_and_keeps_the_first(db, provider, patient):
+    actor = Actor(provider.id, "provider")
+
+    def add(readings):
+        return db.run(lambda uow: uow.biometrics.add_many(patient, readings).stored, actor=actor)
+
+    first = [Reading("heart_rate", 70.0, "bpm", BASE, "w1"), Reading("heart_rate", 99.0, "bpm", BASE, "w1"),
+             Reading("heart_rate", 71.0, "bpm", BASE, "w2"), Reading("spo2", 97.0, "%", BASE, "w1")]
+    assert add(first) == 3
+    assert add(first + [Reading("heart_rate", 72.0, "bpm", BASE + dt.timedelta(seconds=1), "w1")]) == 1
+    rows = db.run(lambda uow: uow.biometrics.list(patient, kinds=KINDS), actor=actor)
+    assert sorted((r.kind, r.source_device, r.value) for r in rows) == [
+        ("heart_rate", "w1", 70.0), ("heart_rate", "w1", 72.0), ("heart_rate", "w2", 71.0), ("spo2", "w1", 97.0)]
+
+
+def test_two_batches_in_one_transaction_store_each_once_under_its_own_patient(db, provider, patient, create_patient):
+    other = create_patient(provider)["id"]
+    actor = Actor(provider.id, "provider")
+
+    def work(uow):
+        return (uow.biometrics.add_many(patient, [Reading("weight", 70.0, "kg", BASE, "scale")]).stored,
+                uow.biometrics.add_many(other, [Reading("weight", 80.0, "kg", BASE, "scale")]).stored)
+
+    assert db.run(work, actor=actor) == (1, 1)
+    for patient_id, value in ((patient, 70.0), (other, 80.0)):
+        rows = db.run(lambda uow: uow.biometrics.latest(patient_id, KINDS), actor=actor)
+        assert [(r.kind, r.value) for r in rows] == [("weight", value)]
 
 
 def test_the_database_refuses_an_unknown_kind_and_a_second_copy_of_a_reading(conn, provider, patient):

@@ -59,7 +59,7 @@ NOT_TRANSLATED = {
     "auth_tokens_token_hash_check": DIGEST,
     "auth_tokens_token_hash_key": "the digest of a new random token",
     "auth_tokens_user_id_fkey": "the user just authenticated",
-    "biometric_readings_patient_id_fkey": PATIENT,
+    "biometric_patients_patient_id_fkey": PATIENT,
     "biometric_readings_reading_key": "insert_biometric_readings skips stored readings (ON CONFLICT DO NOTHING)",
     "digital_twin_versions_config_check": "TwinConfigSchema bounds a configuration (64 parameters of short names) "
                                           "far below 64 KiB, and it is always an object",

@@ -1,10 +1,13 @@
 """Row-level security: even a deliberately unscoped query sees only what the actor may see."""
+import datetime as dt
 import uuid
 
 import psycopg
 import pytest
 
+from clarity.repositories.biometrics import Reading
 from clarity.security.access import Actor
+from clarity.services.biometrics import KINDS
 from tests.conftest import patient_body
 
 
@@ -81,8 +84,8 @@ def test_the_app_role_cannot_switch_row_level_security_off(conn):
 # The audit trail names patients by id only, never their data (design §5), and is what auditors
 # read: a policy keyed on the patient's visibility would hide it from them.
 NOT_PATIENT_DATA = {"audit_events"}
-EXPECTED_PATIENT_TABLES = {"patients", "emergency_access_grants", "biometric_readings", "alert_rules", "alerts",
-                           "appointments", "medical_records", "digital_twin_versions"}
+EXPECTED_PATIENT_TABLES = {"patients", "emergency_access_grants", "biometric_readings", "biometric_patients",
+                           "alert_rules", "alerts", "appointments", "medical_records", "digital_twin_versions"}
 
 PATIENT_TABLES = """
 SELECT c.relname, parent.relname AS parent,
@@ -115,6 +118,49 @@ def test_every_table_holding_patient_data_has_row_level_security_enabled_and_for
     assert EXPECTED_PATIENT_TABLES | NOT_PATIENT_DATA <= top_level
     assert any(tables[name][0] == "biometric_readings" for name in tables), "the readings' partitions are enumerated"
     assert sorted(name for name in tables if name not in NOT_PATIENT_DATA and not covered(name)) == []
+
+
+def test_biometric_reads_find_nothing_of_another_providers_patient_and_writes_are_refused(conn, db, two_practices):
+    """The per-kind reads of sql/biometrics.sql, run unscoped (no get_patient_access first)."""
+    (a, b), patients = two_practices
+    theirs = sorted(patients[b.id])[0]
+    at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    db.run(lambda uow: uow.biometrics.add_many(theirs, [Reading("heart_rate", 70.0, "bpm", at, "w"),
+                                                        Reading("spo2", 97.0, "%", at, "w")]),
+           actor=Actor(id=b.id, role="provider"))
+    window = {"recorded_from": at - dt.timedelta(days=1), "recorded_to": at + dt.timedelta(days=1)}
+
+    def reads():
+        q = db.queries.biometrics
+        return (q.list_biometric_readings.all(conn, {
+                    "patient_id": theirs, "kinds": list(KINDS), "recorded_from": None, "recorded_to": None,
+                    "after_recorded_at": None, "after_kind": None, "after_source_device": None, "limit": 10}),
+                q.list_biometric_summary.all(conn, {"patient_id": theirs, "kinds": list(KINDS), "bucket": "day",
+                                                    **window}),
+                q.list_biometric_latest.all(conn, {"patient_id": theirs, "kinds": list(KINDS)}))
+
+    act_as(conn, b.id, "provider")
+    assert [len(rows) for rows in reads()] == [2, 2, 2]
+    act_as(conn, a.id, "provider")
+    assert reads() == ([], [], [])
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+        conn.execute("INSERT INTO biometric_readings (patient_id, recorded_at, value, kind, unit, source_device) "
+                     "VALUES (%s, %s, 70, 'heart_rate', 'bpm', 'sneaky')", (theirs, at))
+
+
+def test_biometric_patients_take_only_a_patient_the_actor_sees_and_the_app_never_reads_or_removes_them(
+        conn, two_practices):
+    (a, b), patients = two_practices
+    mine, theirs = sorted(patients[a.id])[0], sorted(patients[b.id])[0]
+    act_as(conn, a.id, "provider")
+    with conn.transaction():
+        conn.execute("INSERT INTO biometric_patients (patient_id) VALUES (%s)", (mine,))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+        conn.execute("INSERT INTO biometric_patients (patient_id) VALUES (%s)", (theirs,))
+    for statement in ("SELECT patient_id FROM biometric_patients", "DELETE FROM biometric_patients",
+                      "UPDATE biometric_patients SET patient_id = patient_id", "TRUNCATE biometric_patients"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+            conn.execute(statement)
 
 
 @pytest.fixture
