@@ -29,9 +29,12 @@ MAX_INTEGER_DIGITS = 15  # every integer the API takes fits; JavaScript's safe r
 # A lone surrogate can only arrive as a \u escape (raw surrogate bytes are not UTF-8): when the
 # body holds no \uD800-\uDFFF escape, its strings need no check.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-# Without a run of this many digits, no integer in the body is too long.
-_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_INTEGER_DIGITS + 1))
+# Without a run of MAX_INTEGER_DIGITS + 1 digits, no integer in the body is too long: every
+# digit becomes "0", then a plain substring search finds such a run (a regex takes 20x longer).
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGITS = b"0" * (MAX_INTEGER_DIGITS + 1)
 _CONTAINERS = (dict, list)
+_CONTAINERS_SET = frozenset(_CONTAINERS)
 
 
 class BodyRejected(Invalid):
@@ -76,7 +79,7 @@ def load(data: bytes | str):
     a non-finite number, or a string (or key) that is not a sequence of Unicode scalar values.
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if not _LONG_DIGITS.search(raw):
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
         try:
             document = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -101,14 +104,19 @@ def _too_deep() -> BadRequest:
 
 
 def _check_depth(document) -> None:
-    """Refuse nesting deeper than MAX_DEPTH (visiting containers only)."""
-    stack = [(document, 0)] if type(document) in _CONTAINERS else []
-    while stack:
-        value, depth = stack.pop()
+    """Refuse nesting deeper than MAX_DEPTH, level by level, looking into containers only
+    (a batch of flat objects costs one C-level type scan per object)."""
+    level = [document] if type(document) in _CONTAINERS else []
+    depth = 0
+    while level:
         if depth >= MAX_DEPTH:
             raise _too_deep()
-        children = value.values() if type(value) is dict else value
-        stack.extend([(child, depth + 1) for child in children if type(child) in _CONTAINERS])
+        nested = []
+        for value in level:
+            children = value.values() if type(value) is dict else value
+            if not _CONTAINERS_SET.isdisjoint(map(type, children)):
+                nested.extend(child for child in children if type(child) in _CONTAINERS)
+        level, depth = nested, depth + 1
 
 
 def _vet(document, *, check_strings: bool) -> None:
