@@ -139,17 +139,35 @@ class Database:
     def begin(self, **context) -> "UnitOfWork":
         """Check out a connection and open a unit of work on it, for a caller that cannot hold
         a with-block across its steps (a request: authenticated in one hook, its work done in
-        the view). Hand it to ``run(work, opened=uow)``, or end it with ``uow.end(exc)``."""
-        stack = contextlib.ExitStack()
-        try:
-            conn = stack.enter_context(self.connection())
-            nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-            uow = stack.enter_context(self.unit_of_work(conn, **context))
-        except BaseException as exc:
-            stack.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        uow.ending, uow.nested = stack, nested
-        return uow
+        the view). Hand it to ``run(work, opened=uow)``, or end it with ``uow.end(exc)``.
+
+        A connection whose backend died while it sat idle in the pool (a restart, an idle
+        timeout, pg_terminate_backend) is found dead by the unit's first statement, BEGIN,
+        before anything ran: it is discarded, the pool's idle connections are checked (their
+        backends usually died together) and the unit starts again on a working one, once, so
+        no caller sees an error for it. (On checkout the pool checks only connections idle for
+        more than IDLE_CHECK_SECONDS: a check on every checkout costs a round trip.)
+        """
+        retried = False
+        while True:
+            stack, conn, nested = contextlib.ExitStack(), None, False
+            try:
+                conn = stack.enter_context(self.connection())
+                nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+                uow = stack.enter_context(self.unit_of_work(conn, **context))
+            except BaseException as exc:
+                stack.__exit__(type(exc), exc, exc.__traceback__)  # the pool discards a broken connection
+                dead = isinstance(exc, psycopg.OperationalError) and conn is not None and conn.broken
+                if retried or nested or not dead:
+                    raise
+                log.info("a pooled connection was dead (%s); checking the pool and starting again",
+                         type(exc).__name__)
+                if self._pool is not None:
+                    self._pool.check()
+                retried = True
+                continue
+            uow.ending, uow.nested = stack, nested
+            return uow
 
     def run(self, work, *, opened: "UnitOfWork | None" = None, **context):
         """Run ``work(uow)`` in a unit of work and return its result: in ``opened`` (from
@@ -159,16 +177,12 @@ class Database:
         number of times with jitter; driver errors leave as domain errors (errors.translate).
         """
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            nested = opened is not None and opened.nested
             try:
-                if opened is not None:
-                    uow, opened = opened, None
-                    nested = uow.nested
-                    with uow.ending:
-                        return work(uow)
-                with self.connection() as conn:
-                    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-                    with self.unit_of_work(conn, **context) as uow:
-                        return work(uow)
+                uow, opened = opened or self.begin(**context), None
+                nested = uow.nested
+                with uow.ending:
+                    return work(uow)
             except RETRYABLE as exc:
                 if nested or attempt == MAX_ATTEMPTS:
                     raise errors.translate(exc) from exc
@@ -208,7 +222,12 @@ class UnitOfWork:
         if self._outer is None:
             _OPEN_UNITS[self.conn] = self
         self._transaction = self.conn.transaction()
-        self._transaction.__enter__()
+        try:
+            self._transaction.__enter__()
+        except BaseException:
+            if self._outer is None:
+                _OPEN_UNITS.pop(self.conn, None)
+            raise
         if self.actor is not None:
             self.set_actor(self.actor)
         return self

@@ -12,6 +12,7 @@ from clarity import create_app
 from clarity.schema import yoyo_url
 from clarity.db import MIGRATIONS_DIR
 from clarity.localpg import free_port
+from clarity.security.access import new_token
 from tests.conftest import APP_ROLE, Server, make_settings, migrate, start_server
 
 POOL_TIMEOUT = 0.5
@@ -106,3 +107,32 @@ def test_live_is_200_without_a_database(server, make_app):
 
     assert client.get("/health/live").status_code == 200
     assert client.get("/health/ready").status_code == 503
+
+
+def test_connections_that_died_idle_in_the_pool_cost_no_request_an_error(server, database, make_app):
+    """Backends killed while their connections sit idle in the pool (a restart, an idle timeout,
+    an operator's pg_terminate_backend): the next requests find them dead at BEGIN, before
+    anything ran, and start again on working connections instead of answering 503."""
+    app = make_app(make_settings(server, database, pool_min_size=4, pool_max_size=4, pool_timeout=2.0))
+    db = app.extensions["clarity"].db
+    passwords = app.extensions["clarity"].passwords
+
+    def staff(uow):
+        user = uow.users.add(email="idle@clarity.test", display_name="Idle", role="provider",
+                             password_hash=passwords.hash("correct horse battery"))
+        token, digest = new_token()
+        uow.tokens.add(user_id=user.id, token_hash=digest, max_age_seconds=600, client_addr=None)
+        return token
+
+    headers = {"Authorization": f"Bearer {db.run(staff)}"}
+    client = app.test_client()
+    db.open(wait=True)
+    with psycopg.connect(server.url(database), autocommit=True) as owner:
+        for _ in range(3):
+            assert client.get("/api/v1/users/me", headers=headers).status_code == 200
+            killed = owner.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND usename = %s AND state = 'idle'", (APP_ROLE,)).fetchone()[0]
+            assert killed >= 1
+            statuses = [client.get("/api/v1/users/me", headers=headers).status_code for _ in range(6)]
+            assert statuses == [200] * 6
