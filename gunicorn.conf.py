@@ -18,6 +18,11 @@ control_socket_disable = True
 # "-" is stdout; empty or /dev/null turns the access log off (nothing is formatted then).
 accesslog = os.environ.get("CLARITY_ACCESS_LOG", "-")
 accesslog = None if accesslog in ("", "/dev/null") else accesslog
+# CLARITY_LOG_FORMAT=json (the default in production): gunicorn's own lines and the access log
+# as JSON objects (clarity.logs), one per line, with the route template and the actor.
+if (os.environ.get("CLARITY_LOG_FORMAT")
+        or ("json" if os.environ.get("CLARITY_ENV") == "production" else "text")) == "json":
+    logger_class = "clarity.logs.GunicornLogger"
 # URLs never carry PHI; the access log keeps the request id, not the query's body.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 

@@ -57,13 +57,12 @@ def create_app(settings=None, *, keyring=None) -> Flask:
     Reads configuration and SQL files, builds the pool (opened later, after fork or on first
     use) and registers the API. No connection is made here.
     """
-    from clarity import api, cli, config, db, queries
+    from clarity import api, cli, config, db, logs, queries
     from clarity.security.crypto import Keyring
     from clarity.security.passwords import Passwords
 
     settings = settings or config.from_env()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     if keyring is None and settings.data_keys and settings.blind_index_key:
         keyring = Keyring(settings.data_keys, settings.active_data_key, settings.blind_index_key,
                           settings.blind_index_next_key)

@@ -6,6 +6,8 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from clarity import logs
+
 
 class ConfigError(RuntimeError):
     """The environment does not describe a runnable service."""
@@ -42,6 +44,7 @@ class Settings:
     proxy_count: int = 0
     emergency_access_minutes: int = 60
     log_level: str = "INFO"
+    log_format: str = "text"  # "text" or "json" (clarity.logs); from_env defaults to json in production
     audit_seal_interval_seconds: float = 5.0  # 0 disables the background sealer
     redis_url: str | None = None  # rate-limit counters; None keeps them in each process
     rate_limit: str = "600 per minute"  # per principal (a signed-in user)
@@ -121,6 +124,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     values["database_url"] = environ.get("DATABASE_URL") or None
     values["migration_database_url"] = environ.get("CLARITY_MIGRATION_DATABASE_URL") or None
     values["log_level"] = environ.get("CLARITY_LOG_LEVEL", "INFO").upper()
+    values["log_format"] = environ.get("CLARITY_LOG_FORMAT") or logs.default_format(values["env"])
     values["redis_url"] = environ.get("REDIS_URL") or None
     for var, field in (("CLARITY_RATE_LIMIT", "rate_limit"), ("CLARITY_RATE_LIMIT_ANONYMOUS", "rate_limit_anonymous")):
         if environ.get(var):
@@ -156,6 +160,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("CLARITY_ACTIVE_DATA_KEY names a key that is not in CLARITY_DATA_KEYS")
     if settings.pool_min_size < 0 or settings.pool_max_size < max(1, settings.pool_min_size):
         raise ConfigError("CLARITY_DB_POOL_MAX must be at least 1 and at least CLARITY_DB_POOL_MIN")
+    if settings.log_format not in logs.FORMATS:
+        raise ConfigError(f"CLARITY_LOG_FORMAT must be one of: {', '.join(logs.FORMATS)}")
     for var, field in _LOGIN_MINIMUMS.items():
         if getattr(settings, field) < 1:
             raise ConfigError(f"{var} must be at least 1")

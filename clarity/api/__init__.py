@@ -12,7 +12,7 @@ from flask_caching import Cache
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from clarity import errors
+from clarity import errors, logs
 from clarity.api import access, body, limits
 from clarity.api.openapi import ClarityApi
 
@@ -78,6 +78,7 @@ def _cache_openapi_document(app) -> None:
 def _assign_request_id():
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    logs.note_request(request_id=g.request_id, route=request.url_rule.rule if request.url_rule else None)
 
 
 def _require_json_body():

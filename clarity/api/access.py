@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import current_app, g, request
 
+from clarity import logs
 from clarity.api.common import bearer_token, runtime
 from clarity.audit import CREATE, DELETE, READ, UPDATE, AuditEvent
 from clarity.errors import Forbidden, Unauthorized
@@ -56,6 +57,7 @@ def authenticate_request() -> None:
         uow.end(exc)
         raise
     g.unit = uow
+    logs.note_request(actor_id=uow.actor.id)
 
 
 def authorize_request() -> None:

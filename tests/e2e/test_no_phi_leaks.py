@@ -2,6 +2,8 @@
 gunicorn's access log, not in any error body, whatever path a request takes."""
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 import requests
@@ -18,9 +20,9 @@ CANARIES = {
 }
 
 
-@pytest.fixture
-def served(start_gunicorn):
-    yield from start_gunicorn(CLARITY_LOG_LEVEL="DEBUG", WEB_CONCURRENCY="1")
+@pytest.fixture(params=["text", "json"])
+def served(request, start_gunicorn):
+    yield from start_gunicorn(CLARITY_LOG_LEVEL="DEBUG", WEB_CONCURRENCY="1", CLARITY_LOG_FORMAT=request.param)
 
 
 def test_canary_phi_tokens_and_passwords_appear_in_no_log_and_no_error_body(served, tmp_path, server, database,
@@ -70,7 +72,10 @@ def test_canary_phi_tokens_and_passwords_appear_in_no_log_and_no_error_body(serv
             owner.execute("GRANT INSERT ON audit_events TO clarity_app")
 
     log = (tmp_path / "gunicorn.log").read_text()
-    assert "POST /api/v1/patients" in log, "the access log was captured"
+    if log.lstrip().startswith("{"):
+        assert_json_lines(log, token_owner=provider_email)
+    else:
+        assert "POST /api/v1/patients" in log, "the access log was captured"
     secrets = [*CANARIES.values(), "canary.invalid@@leak.example", "CANARY-DOB-1999", "canary-sex-value",
                "canary-huge-", "CanaryMalformedJson", "CanaryFormEncoded", "Canarystale", "Canarynomatch",
                "canary-forged-token", "canary-wrong-password-77", "Canaryduringoutage", token, E2E_PASSWORD]
@@ -78,3 +83,20 @@ def test_canary_phi_tokens_and_passwords_appear_in_no_log_and_no_error_body(serv
         assert secret.lower() not in log.lower(), f"leaked into the log: {secret[:12]}…"
         for body in error_bodies:
             assert secret.lower() not in body.lower(), f"leaked into an error body: {secret[:12]}…"
+
+
+def assert_json_lines(log: str, token_owner: str) -> None:
+    """CLARITY_LOG_FORMAT=json: every line is one JSON object with time, level and logger, and
+    every request has an access line with its route template (never the path), status,
+    duration, request id and, once signed in, the actor."""
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    access = [line for line in lines if line["logger"] == "gunicorn.access"]
+    assert {"request_id", "method", "route", "status", "duration_ms", "actor_id"} <= access[0].keys()
+    patient_reads = [line for line in access if line["route"] == "/api/v1/patients/<uuid:patient_id>"]
+    assert patient_reads and all(line["actor_id"] and line["request_id"] for line in patient_reads)
+    assert {line["status"] for line in patient_reads} >= {404, 412, 428, 500}
+    assert any(line["route"] == "/api/v1/auth/tokens" and line["status"] == 401 and line["actor_id"] is None
+               for line in access)
+    app_errors = [line for line in lines if line["level"] == "ERROR" and line["logger"].startswith("clarity")]
+    assert app_errors and all(line["request_id"] and line["route"] for line in app_errors)

@@ -309,3 +309,12 @@ def test_development_may_use_plaintext_tcp():
     settings = from_env({"DATABASE_URL": url, "CLARITY_MIGRATION_DATABASE_URL": url})
 
     assert settings.env == "development" and settings.database_url == url
+
+
+def test_logs_are_text_in_development_and_json_in_production_unless_chosen():
+    assert from_env({}).log_format == "text"
+    assert from_env(PRODUCTION).log_format == "json"
+    assert from_env({**PRODUCTION, "CLARITY_LOG_FORMAT": "text"}).log_format == "text"
+    assert from_env({"CLARITY_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(ConfigError, match="CLARITY_LOG_FORMAT"):
+        from_env({"CLARITY_LOG_FORMAT": "xml"})
