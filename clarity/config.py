@@ -19,6 +19,9 @@ class Settings:
     database_url: str | None = None
     migration_database_url: str | None = None
     db_allow_plaintext: bool = False  # production: allow a TCP database URL weaker than verify-full
+    # DATABASE_URL reaches PostgreSQL through a transaction pooler (PgBouncer pool_mode=transaction):
+    # no server-side prepared statements, no startup options (README, "Through PgBouncer").
+    db_transaction_pooling: bool = False
     pool_min_size: int = 2
     pool_max_size: int = 8
     pool_timeout: float = 3.0
@@ -131,6 +134,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = environ[var]
     if environ.get("CLARITY_DB_ALLOW_PLAINTEXT"):
         values["db_allow_plaintext"] = _flag(environ["CLARITY_DB_ALLOW_PLAINTEXT"], "CLARITY_DB_ALLOW_PLAINTEXT")
+    if environ.get("CLARITY_DB_TRANSACTION_POOLING"):
+        values["db_transaction_pooling"] = _flag(environ["CLARITY_DB_TRANSACTION_POOLING"],
+                                                 "CLARITY_DB_TRANSACTION_POOLING")
+        if values["db_transaction_pooling"] and environ.get("CLARITY_STATEMENT_TIMEOUT_MS"):
+            # It travels as a startup option, which PgBouncer refuses; left out, it would be
+            # silently ignored.
+            raise ConfigError("CLARITY_STATEMENT_TIMEOUT_MS cannot reach PostgreSQL through a transaction pooler: "
+                              "set statement_timeout on the app role (ALTER ROLE … SET statement_timeout)")
     if environ.get("CLARITY_RATE_LIMIT_ENABLED"):
         values["rate_limit_enabled"] = _flag(environ["CLARITY_RATE_LIMIT_ENABLED"], "CLARITY_RATE_LIMIT_ENABLED")
     for var, replacement in _REMOVED.items():

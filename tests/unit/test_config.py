@@ -311,6 +311,28 @@ def test_development_may_use_plaintext_tcp():
     assert settings.env == "development" and settings.database_url == url
 
 
+def test_transaction_pooling_is_off_unless_set():
+    assert from_env({}).db_transaction_pooling is False
+    assert from_env({"CLARITY_DB_TRANSACTION_POOLING": "0"}).db_transaction_pooling is False
+
+
+@pytest.mark.parametrize("flag", ["1", "true", "on"])
+def test_transaction_pooling_is_set_from_the_environment(flag):
+    assert from_env({"CLARITY_DB_TRANSACTION_POOLING": flag}).db_transaction_pooling is True
+
+
+def test_transaction_pooling_must_be_a_flag():
+    with pytest.raises(ConfigError, match="CLARITY_DB_TRANSACTION_POOLING"):
+        from_env({"CLARITY_DB_TRANSACTION_POOLING": "pgbouncer"})
+
+
+def test_a_statement_timeout_that_a_transaction_pooler_would_drop_is_refused_pointing_at_the_role():
+    with pytest.raises(ConfigError, match="CLARITY_STATEMENT_TIMEOUT_MS .* set statement_timeout on the app role"):
+        from_env({"CLARITY_DB_TRANSACTION_POOLING": "1", "CLARITY_STATEMENT_TIMEOUT_MS": "2000"})
+    assert from_env({"CLARITY_DB_TRANSACTION_POOLING": "0",
+                     "CLARITY_STATEMENT_TIMEOUT_MS": "2000"}).statement_timeout_ms == 2000
+
+
 def test_logs_are_text_in_development_and_json_in_production_unless_chosen():
     assert from_env({}).log_format == "text"
     assert from_env(PRODUCTION).log_format == "json"
