@@ -18,7 +18,7 @@ import psycopg
 from psycopg import errors as pg
 from psycopg_pool import ConnectionPool
 
-from clarity import audit, errors
+from clarity import audit, errors, metrics
 from clarity.repositories.alerts import AlertRepository
 from clarity.repositories.appointments import AppointmentRepository
 from clarity.repositories.audit import AuditRepository
@@ -37,6 +37,9 @@ _OPEN_UNITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 RETRYABLE = (pg.SerializationFailure, pg.DeadlockDetected)
 MAX_ATTEMPTS = 4
 IDLE_CHECK_SECONDS = 2.0
+# How long each of the pool's background attempts at a new connection keeps retrying, with its
+# exponential backoff (1, 2, 4, 8 ... s apart), before it gives up; see Database.open.
+RECONNECT_TIMEOUT_SECONDS = 5.0
 
 
 class Database:
@@ -64,6 +67,12 @@ class Database:
                     timeout=s.pool_timeout,
                     max_lifetime=s.pool_max_lifetime,
                     max_idle=s.pool_max_idle,
+                    # After a failover (or a restart) the attempts' backoff would grow with the
+                    # outage: after 17 s without a primary the next attempt came 11 s after the
+                    # promotion. Given up after a few seconds, an attempt is started afresh by
+                    # the next request that waits, so one follows the primary's return within
+                    # seconds (tests/e2e/test_failover.py).
+                    reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
                     check=self._check_if_idle,
                     reset=self._mark_returned,
                     kwargs={
@@ -94,6 +103,12 @@ class Database:
 
     def _mark_returned(self, conn) -> None:
         self._returned_at[conn] = time.monotonic()
+
+    def pool_stats(self) -> dict:
+        """psycopg_pool's statistics (``pool_size``, ``pool_available``, ``requests_waiting``, …),
+        its counters (``requests_timeouts``, …) since the last call; {} while the pool is closed."""
+        pool = self._pool
+        return pool.pop_stats() if pool is not None else {}
 
     def close(self) -> None:
         with self._lock:
@@ -295,6 +310,7 @@ class UnitOfWork:
             except psycopg.Error as exc:
                 log.error("audit insert failed (%s, SQLSTATE %s)", type(exc).__name__, exc.sqlstate)
                 raise errors.Unavailable("The audit trail is unavailable; nothing was done.") from exc
+            metrics.count_audit_events(len(events))
             events.clear()
 
     @cached_property

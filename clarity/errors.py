@@ -10,6 +10,8 @@ import psycopg
 from psycopg import errors as pg
 from psycopg_pool import PoolTimeout
 
+from clarity import metrics
+
 
 class ClarityError(Exception):
     """Base of every error the API renders as problem+json."""
@@ -157,6 +159,7 @@ def translate(exc: Exception) -> ClarityError | None:
         return Unavailable("No database connection is free; retry shortly.", retry_after=1)
     if not isinstance(exc, psycopg.Error):
         return None
+    metrics.count_database_error(exc)
     if isinstance(exc, pg.IntegrityError):
         listed = CONSTRAINTS.get(exc.diag.constraint_name or "")
         if listed is not None:
@@ -172,6 +175,8 @@ def translate(exc: Exception) -> ClarityError | None:
         return Unavailable("The database took too long to answer; retry shortly.")
     if isinstance(exc, (pg.LockNotAvailable, pg.SerializationFailure, pg.DeadlockDetected)):
         return Unavailable("The record is busy; retry shortly.")
-    if isinstance(exc, (psycopg.OperationalError, pg.AdminShutdown, pg.CannotConnectNow)):
+    # A read-only server (a standby, reached without target_session_attrs=read-write) is a 503 too.
+    if isinstance(exc, (psycopg.OperationalError, pg.AdminShutdown, pg.CannotConnectNow,
+                        pg.ReadOnlySqlTransaction)):
         return Unavailable()
     return None

@@ -14,6 +14,7 @@ import hashlib
 from flask import current_app, g, request
 from flask_limiter import Limiter
 
+from clarity import metrics
 from clarity.api.access import PUBLIC_BLUEPRINTS
 from clarity.api.common import runtime
 
@@ -46,6 +47,7 @@ def init_app(app, settings) -> Limiter:
         swallow_errors=True,
         key_prefix="clarity",
         enabled=settings.rate_limit_enabled,
+        on_breach=_count_breach,
     )
     return limiter
 
@@ -57,10 +59,21 @@ def _storage(redis_url: str | None) -> tuple[str, dict]:
 
 
 def _key() -> str:
-    unit = g.get("unit")
-    if unit is not None and unit.actor is not None:
-        return "principal:" + _digest(str(unit.actor.id))
+    actor = _actor()
+    if actor is not None:
+        return "principal:" + _digest(str(actor.id))
     return "address:" + _digest(request.remote_addr or "")
+
+
+def _actor():
+    """The signed-in principal the request counts against; None: its client address."""
+    unit = g.get("unit")
+    return unit.actor if unit is not None else None
+
+
+def _count_breach(_limit) -> None:
+    """flask-limiter's on_breach: count the refusal by what was limited (never its key)."""
+    metrics.count_rate_limited("address" if _actor() is None else "principal")
 
 
 def _limit() -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from clarity import metrics
 from clarity.audit import EXECUTE, AuditEvent
 from clarity.errors import Invalid, NotFound, TooManyRequests, Unauthorized
 from clarity.repositories.audit import LoginThrottle
@@ -42,10 +43,12 @@ def login(uow, email: str | None, password: str | None, *, passwords, settings) 
         max_per_pair=settings.login_max_failures_per_pair,
         max_per_address=settings.login_max_failures_per_address), settings)
     if wait:
+        metrics.count_sign_in("throttled")
         raise TooManyRequests(retry_after=wait)
     usable = creds is not None and creds.disabled_at is None
     if password is None or not passwords.verify(creds.password_hash if usable else None, password):
         event.outcome = "failure"
+        metrics.count_sign_in("failure")
         return None
     if passwords.needs_rehash(creds.password_hash):
         uow.users.set_password_hash(creds.id, passwords.hash(password))
@@ -53,6 +56,7 @@ def login(uow, email: str | None, password: str | None, *, passwords, settings) 
     issued = uow.tokens.add(user_id=creds.id, token_hash=digest,
                             max_age_seconds=settings.token_max_age_hours * 3600,
                             client_addr=uow.client_addr)
+    metrics.count_sign_in("success")
     return {"token": token, "expires_at": issued["expires_at"], "user_id": creds.id}
 
 

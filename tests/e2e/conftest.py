@@ -72,6 +72,7 @@ def _serve(server, database, keys, tmp_path, extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARITY_") and k != "DATABASE_URL"}
     env.update(
         CLARITY_BIND=f"127.0.0.1:{port}",
+        CLARITY_METRICS_BIND=f"127.0.0.1:{free_port()}",  # not the default 9464 another server may hold
         WEB_CONCURRENCY="2",
         DATABASE_URL=server.url(database, APP_ROLE),
         CLARITY_DATA_KEYS=f"test1:{keys['data']['test1']}",
