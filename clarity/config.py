@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 
@@ -28,6 +29,11 @@ class Settings:
     pool_max_lifetime: float = 3600.0
     pool_max_idle: float = 600.0
     statement_timeout_ms: int = 5000
+    # A streaming replica for the heavy reads (patient, biometric and audit-event lists); reads
+    # fall back to the primary when it is unreachable or lags more than replica_max_lag_seconds
+    # (clarity.replica.Replica; README, "Read replicas").
+    database_replica_url: str | None = None
+    replica_max_lag_seconds: float = 5.0
     data_keys: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
     active_data_key: str | None = None
     blind_index_key: bytes | None = None
@@ -93,6 +99,7 @@ _FLOAT_FIELDS = {
     "CLARITY_DB_POOL_MAX_LIFETIME": "pool_max_lifetime",
     "CLARITY_DB_POOL_MAX_IDLE": "pool_max_idle",
     "CLARITY_AUDIT_SEAL_INTERVAL_SECONDS": "audit_seal_interval_seconds",
+    "CLARITY_REPLICA_MAX_LAG_SECONDS": "replica_max_lag_seconds",
 }
 
 
@@ -126,6 +133,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     values: dict = {"env": environ.get("CLARITY_ENV", "development")}
     values["database_url"] = environ.get("DATABASE_URL") or None
     values["migration_database_url"] = environ.get("CLARITY_MIGRATION_DATABASE_URL") or None
+    values["database_replica_url"] = environ.get("CLARITY_DATABASE_REPLICA_URL") or None
+    if environ.get("CLARITY_REPLICA_MAX_LAG_SECONDS") and not values["database_replica_url"]:
+        raise ConfigError("CLARITY_REPLICA_MAX_LAG_SECONDS does nothing without CLARITY_DATABASE_REPLICA_URL")
     values["log_level"] = environ.get("CLARITY_LOG_LEVEL", "INFO").upper()
     values["log_format"] = environ.get("CLARITY_LOG_FORMAT") or logs.default_format(values["env"])
     values["redis_url"] = environ.get("REDIS_URL") or None
@@ -179,6 +189,8 @@ def validate(settings: Settings) -> None:
     for var, text in (("CLARITY_RATE_LIMIT", settings.rate_limit),
                       ("CLARITY_RATE_LIMIT_ANONYMOUS", settings.rate_limit_anonymous)):
         _rate_limit(text, var)
+    if not 0 <= settings.replica_max_lag_seconds < math.inf:  # NaN fails too
+        raise ConfigError("CLARITY_REPLICA_MAX_LAG_SECONDS must be a finite number of seconds, 0 or more")
     if settings.rate_limit_expensive_cost < 1:
         raise ConfigError("CLARITY_RATE_LIMIT_EXPENSIVE_COST must be at least 1")
     if settings.env == "production":
@@ -191,7 +203,8 @@ def validate(settings: Settings) -> None:
             raise ConfigError("production refuses to start without " + ", ".join(missing))
         if not settings.db_allow_plaintext:
             for var, url in (("DATABASE_URL", settings.database_url),
-                             ("CLARITY_MIGRATION_DATABASE_URL", settings.migration_database_url)):
+                             ("CLARITY_MIGRATION_DATABASE_URL", settings.migration_database_url),
+                             ("CLARITY_DATABASE_REPLICA_URL", settings.database_replica_url)):
                 _require_verified_tls(url, var)
 
 

@@ -19,6 +19,7 @@ from psycopg import errors as pg
 from psycopg_pool import ConnectionPool
 
 from clarity import audit, errors, metrics
+from clarity.replica import Reads, Replica
 from clarity.repositories.alerts import AlertRepository
 from clarity.repositories.appointments import AppointmentRepository
 from clarity.repositories.audit import AuditRepository
@@ -53,46 +54,56 @@ class Database:
         self._lock = threading.Lock()
         self._fixed_connection = None
         self._returned_at: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.replica = Replica(self, settings.database_replica_url) if settings.database_replica_url else None
 
     def open(self, wait: bool = False) -> ConnectionPool:
-        """Open the pool if it is not open yet (idempotent); return it."""
+        """Open the pool (and the read replica's, when configured) if not open yet (idempotent);
+        return the primary's."""
         with self._lock:
             if self._pool is None:
-                s = self.settings
-                self._pool = ConnectionPool(
-                    s.conninfo,
-                    open=False,
-                    min_size=s.pool_min_size,
-                    max_size=s.pool_max_size,
-                    timeout=s.pool_timeout,
-                    max_lifetime=s.pool_max_lifetime,
-                    max_idle=s.pool_max_idle,
-                    # After a failover (or a restart) the attempts' backoff would grow with the
-                    # outage: after 17 s without a primary the next attempt came 11 s after the
-                    # promotion. Given up after a few seconds, an attempt is started afresh by
-                    # the next request that waits, so one follows the primary's return within
-                    # seconds (tests/e2e/test_failover.py).
-                    reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
-                    check=self._check_if_idle,
-                    reset=self._mark_returned,
-                    kwargs={
-                        "autocommit": True,
-                        "application_name": "clarity",
-                        "connect_timeout": max(1, int(s.pool_timeout)),
-                        # Through a transaction pooler consecutive transactions may run on different
-                        # server connections, shared with other clients: a statement psycopg
-                        # prepared on one is missing on the next, or collides with another
-                        # client's of the same name; and PgBouncer refuses startup options, so
-                        # the role carries statement_timeout (README, "Through PgBouncer").
-                        **({"prepare_threshold": None} if s.db_transaction_pooling
-                           else {"options": f"-c statement_timeout={int(s.statement_timeout_ms)}"}),
-                    },
-                    name="clarity",
-                )
-                self._pool.open(wait=False)
+                self._pool = self._make_pool(self.settings.conninfo, "clarity")
+        if self.replica is not None:
+            self.replica.open()
         if wait:
             self._pool.wait(timeout=self.settings.pool_timeout)
         return self._pool
+
+    def _make_pool(self, conninfo: str, name: str, configure=None) -> ConnectionPool:
+        """A pool on ``conninfo`` with the settings' options, opened without waiting."""
+        s = self.settings
+        pool = ConnectionPool(
+            conninfo,
+            open=False,
+            min_size=s.pool_min_size,
+            max_size=s.pool_max_size,
+            timeout=s.pool_timeout,
+            max_lifetime=s.pool_max_lifetime,
+            max_idle=s.pool_max_idle,
+            # After a failover (or a restart) the attempts' backoff would grow with the
+            # outage: after 17 s without a primary the next attempt came 11 s after the
+            # promotion. Given up after a few seconds, an attempt is started afresh by
+            # the next request that waits, so one follows the primary's return within
+            # seconds (tests/e2e/test_failover.py).
+            reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
+            check=self._check_if_idle,
+            reset=self._mark_returned,
+            configure=configure,
+            kwargs={
+                "autocommit": True,
+                "application_name": "clarity",
+                "connect_timeout": max(1, int(s.pool_timeout)),
+                # Through a transaction pooler consecutive transactions may run on different
+                # server connections, shared with other clients: a statement psycopg
+                # prepared on one is missing on the next, or collides with another
+                # client's of the same name; and PgBouncer refuses startup options, so
+                # the role carries statement_timeout (README, "Through PgBouncer").
+                **({"prepare_threshold": None} if s.db_transaction_pooling
+                   else {"options": f"-c statement_timeout={int(s.statement_timeout_ms)}"}),
+            },
+            name=name,
+        )
+        pool.open(wait=False)
+        return pool
 
     def _check_if_idle(self, conn) -> None:
         """Pool check on checkout, only for connections idle long enough to have gone stale
@@ -115,6 +126,8 @@ class Database:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+        if self.replica is not None:
+            self.replica.close()
 
     def use_connection(self, conn) -> None:
         """Route every unit of work through ``conn`` (tests: a connection inside a transaction)."""
@@ -155,7 +168,7 @@ class Database:
         return True, "ok"
 
     def unit_of_work(self, conn, **context) -> "UnitOfWork":
-        return UnitOfWork(conn, self.queries, self.keyring, **context)
+        return UnitOfWork(conn, self.queries, self.keyring, replica=self.replica, **context)
 
     def begin(self, **context) -> "UnitOfWork":
         """Check out a connection and open a unit of work on it, for a caller that cannot hold
@@ -226,10 +239,13 @@ class UnitOfWork:
     a trace even though nothing else of the request does.
     """
 
-    def __init__(self, conn, queries, keyring, *, actor=None, request_id=None, client_addr=None):
+    def __init__(self, conn, queries, keyring, *, replica: Replica | None = None, actor=None, request_id=None,
+                 client_addr=None):
         self.conn = conn
         self.queries = queries
         self.keyring = keyring
+        self.replica = replica
+        self._replica_held = contextlib.ExitStack()  # the replica connection of ``reads``, if any
         self.actor = actor
         self.request_id = request_id
         self.client_addr = client_addr
@@ -254,6 +270,12 @@ class UnitOfWork:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        try:
+            return self._exit(exc_type, exc, tb)
+        finally:
+            self._replica_held.close()
+
+    def _exit(self, exc_type, exc, tb):
         if self._outer is None:
             _OPEN_UNITS.pop(self.conn, None)
         if exc is None:
@@ -287,11 +309,27 @@ class UnitOfWork:
         """Record the actor for this transaction, in PostgreSQL too (SET LOCAL semantics): the
         row-level security policies read it. (Bearer-token checks set it in their own query.)"""
         self.actor = actor
-        self.queries.context.set_actor_context.value(self.conn, {
-            "actor_id": str(actor.id) if actor else "",
-            "actor_role": actor.role if actor else "",
-            "request_id": self.request_id or "",
-        })
+        self.queries.context.set_actor_context.value(self.conn, self._actor_context())
+
+    def _actor_context(self) -> dict:
+        actor = self.actor
+        return {"actor_id": str(actor.id) if actor else "", "actor_role": actor.role if actor else "",
+                "request_id": self.request_id or ""}
+
+    @cached_property
+    def reads(self) -> "UnitOfWork | Reads":
+        """The repositories of the heavy reads (``patients``, ``biometrics``, ``audit_events``):
+        on the read replica when one is configured and usable now (Replica), in a READ ONLY
+        transaction of its own with this unit's actor context, so row-level security applies
+        there too, ended with this unit; else this unit itself, on the primary.
+
+        What they read may lag the primary by up to the replica's lag limit: use them for
+        lists, searches and summaries only, never to read back a write, for a scope check or
+        for what a write depends on (ETags, versions). Audit events are still buffered here."""
+        if self.replica is None:
+            return self
+        conn = self.replica.begin(self._replica_held, self._actor_context())
+        return self if conn is None else Reads(conn, self)
 
     def audit(self, event: audit.AuditEvent) -> None:
         """Buffer an audit event; it is written in this transaction, just before commit."""

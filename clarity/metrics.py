@@ -74,6 +74,7 @@ class _Metrics:
         for scope in RATE_LIMIT_SCOPES:
             self.rate_limited.labels(scope)
         self.request_children = {}  # (route, method, status) -> (counter, histogram): skips labels()
+        self.replica_lag = None  # made on the first measurement: only a worker with a replica exports it
 
 
 _metrics: _Metrics | None = None
@@ -147,6 +148,23 @@ def count_sign_in(outcome: str) -> None:
 def count_rate_limited(scope: str) -> None:
     """``scope``: one of RATE_LIMIT_SCOPES."""
     _get().rate_limited.labels(scope).inc()
+
+
+@_never_fails
+def observe_replica_lag(seconds: float | None) -> None:
+    """Set the read replica's lag as last measured (clarity.replica.Replica); None, when it could
+    not be reached or its lag is unknown, shows as +Inf, over any alert threshold."""
+    m = _get()
+    if m.replica_lag is None:
+        from prometheus_client import Gauge
+
+        with _made:
+            if m.replica_lag is None:
+                # livemax: the worst worker's view, among the workers alive now.
+                m.replica_lag = Gauge("clarity_db_replica_lag_seconds", "The read replica's replay lag as "
+                                      "last measured (+Inf: unreachable or unknown).", multiprocess_mode="livemax",
+                                      registry=m.registry)
+    m.replica_lag.set(float("inf") if seconds is None else seconds)
 
 
 @_never_fails

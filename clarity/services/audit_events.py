@@ -21,7 +21,7 @@ def list_audit_events(uow, actor: Actor, *, patient_id=None, actor_id=None, acti
     used = tuple(name for name, value in filters.items() if value is not None)
     uow.audit(AuditEvent(READ, "audit.read", "audit_event", patient_id=patient_id, fields=used))
     require_role(actor, ADMIN, AUDITOR)
-    rows = uow.audit_events.list(patient_id=patient_id, actor_id=actor_id, action=action,
-                                 occurred_from=occurred_from, occurred_to=occurred_to,
-                                 after=after, limit=limit + 1)
+    rows = uow.reads.audit_events.list(patient_id=patient_id, actor_id=actor_id, action=action,
+                                       occurred_from=occurred_from, occurred_to=occurred_to,
+                                       after=after, limit=limit + 1)
     return page(rows, limit, keyset("occurred_at", "id"))

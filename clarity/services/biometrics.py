@@ -109,8 +109,8 @@ def list_readings(uow, actor: Actor, patient_id, *, kind=None, recorded_from=Non
     event = AuditEvent(READ, "biometrics.read", ENTITY, patient_id=patient_id, fields=(kind,) if kind else ())
     uow.audit(event)
     require_patient(uow, actor, patient_id, event)
-    rows = uow.biometrics.list(patient_id, kinds=_kinds_of(kind), recorded_from=recorded_from,
-                               recorded_to=recorded_to, after=after, limit=limit + 1)
+    rows = uow.reads.biometrics.list(patient_id, kinds=_kinds_of(kind), recorded_from=recorded_from,
+                                     recorded_to=recorded_to, after=after, limit=limit + 1)
     items, next_after = page(rows, limit, keyset("recorded_at", "kind", "source_device"))
     event.fields = _kinds(items, kind)
     return items, next_after
@@ -132,8 +132,8 @@ def summarize_readings(uow, actor: Actor, patient_id, *, kind=None, bucket: str 
         raise Invalid("from must be before to.", field="from")
     if recorded_to - recorded_from > SUMMARY_MAX_SPAN[bucket]:
         raise Invalid(f"A summary by {bucket} spans at most {SUMMARY_MAX_SPAN[bucket].days} days.", field="from")
-    buckets = uow.biometrics.summary(patient_id, kinds=_kinds_of(kind), bucket=bucket,
-                                     recorded_from=recorded_from, recorded_to=recorded_to)
+    buckets = uow.reads.biometrics.summary(patient_id, kinds=_kinds_of(kind), bucket=bucket,
+                                           recorded_from=recorded_from, recorded_to=recorded_to)
     event.fields = _kinds(buckets, kind)
     return buckets, recorded_from, recorded_to
 

@@ -77,7 +77,7 @@ def list_patients(uow, actor: Actor, *, status=None, born_from: dt.date | None =
     require_role_audited(uow, actor, event)
     found, scanned_to, exhausted = [], after, False
     while len(found) <= limit and not exhausted:
-        batch = uow.patients.list(
+        batch = uow.reads.patients.list(
             actor, status=status, mrn=mrn, email=email, last_name=last_name,
             birth_year_from=born_from.year if born_from else None,
             birth_year_to=born_to.year if born_to else None,

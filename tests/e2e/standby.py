@@ -1,8 +1,10 @@
-"""A primary and a streaming standby on local clusters, for failover tests (issue 10).
+"""A primary and a streaming standby on local clusters, for failover and read-replica tests
+(issue 10).
 
 The standby is a ``pg_basebackup -R`` copy of the primary, with a physical replication slot,
-streaming under ``application_name`` STANDBY_NAME; the primary names it in
-``synchronous_standby_names``, so a commit returns only once the standby has flushed it. Both
+streaming under ``application_name`` STANDBY_NAME. In ``replicated_pair`` the primary names it in
+``synchronous_standby_names``, so a commit returns only once the standby has flushed it; in
+``asynchronous_pair`` it does not, and the standby is a read replica that may lag. Both
 clusters run as localpg's unprivileged server user, in directories laid out as
 ``localpg.Cluster`` lays them out under a checkout's ``.var/`` (linked to the server user's
 directory when we are root, so a checkout in a mode-700 home works).
@@ -39,6 +41,26 @@ class Pair:
         """Promote the standby and return once it accepts writes."""
         _pg_ctl(self.standby, "-w", "-t", "30", "promote")
 
+    def pause_replay(self) -> None:
+        """Pause WAL replay on the standby and return once it is paused: it keeps receiving
+        the primary's WAL, and what it answers ages from then on."""
+        with psycopg.connect(self.standby.url(), autocommit=True) as conn:
+            conn.execute("SELECT pg_wal_replay_pause()")
+            _wait_for(lambda: conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0] == "paused",
+                      "the standby's replay never paused")
+
+    def wait_until_replayed(self, timeout: float = 15) -> None:
+        """Wait until the standby has replayed everything the primary has written so far."""
+        with psycopg.connect(self.primary.url(), autocommit=True) as primary:
+            written = primary.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        with psycopg.connect(self.standby.url(), autocommit=True) as conn:
+            _wait_for(lambda: conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                           (written,)).fetchone()[0],
+                      f"the standby has not replayed up to {written}", timeout)
+
+    def stop_standby(self) -> None:
+        _pg_ctl(self.standby, "-m", "immediate", "-w", "stop")
+
     def wait_until_synchronous(self, timeout: float = 15) -> None:
         """Wait until the primary reports the standby streaming as its synchronous standby.
 
@@ -57,13 +79,9 @@ class Pair:
 
 @contextlib.contextmanager
 def replicated_pair(var: Path):
-    """Yield a running Pair made in ``var`` (a checkout's ``.var/``, whose parent exists);
-    stop and delete both clusters however the block ends."""
-    pair = Pair(localpg.Cluster(var / "primary"), localpg.Cluster(var / "standby"))
-    try:
-        pair.primary.start()
-        _clone(pair.primary, pair.standby)
-        pair.standby.start()
+    """Yield a running Pair made in ``var`` (a checkout's ``.var/``, whose parent exists), its
+    standby synchronous; stop and delete both clusters however the block ends."""
+    with _pair(var) as pair:
         with psycopg.connect(pair.primary.url(), autocommit=True) as conn:
             # Set after cloning: pg_basebackup copies postgresql.auto.conf, and a promoted standby
             # that still named a synchronous standby would make every commit wait for one.
@@ -72,8 +90,35 @@ def replicated_pair(var: Path):
             conn.execute("SELECT pg_reload_conf()")
         pair.wait_until_synchronous()
         yield pair
+
+
+@contextlib.contextmanager
+def asynchronous_pair(var: Path):
+    """Yield a running Pair made in ``var`` whose standby is an asynchronous read replica:
+    commits never wait for it, so it may lag. Stopped and deleted however the block ends."""
+    with _pair(var) as pair:
+        pair.wait_until_replayed()
+        yield pair
+
+
+@contextlib.contextmanager
+def _pair(var: Path):
+    pair = Pair(localpg.Cluster(var / "primary"), localpg.Cluster(var / "standby"))
+    try:
+        pair.primary.start()
+        _clone(pair.primary, pair.standby)
+        pair.standby.start()
+        yield pair
     finally:
         localpg.clean(var)
+
+
+def _wait_for(condition, message: str, timeout: float = 15) -> None:
+    """Poll ``condition`` every 50 ms; AssertionError with ``message`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
 
 
 def _clone(primary: localpg.Cluster, standby: localpg.Cluster) -> None:

@@ -340,3 +340,44 @@ def test_logs_are_text_in_development_and_json_in_production_unless_chosen():
     assert from_env({"CLARITY_LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(ConfigError, match="CLARITY_LOG_FORMAT"):
         from_env({"CLARITY_LOG_FORMAT": "xml"})
+
+
+def test_a_read_replica_is_off_by_default_and_its_lag_limit_is_five_seconds():
+    settings = from_env({})
+
+    assert settings.database_replica_url is None
+    assert settings.replica_max_lag_seconds == 5.0
+
+
+def test_the_read_replica_url_and_its_lag_limit_are_read():
+    settings = from_env({"CLARITY_DATABASE_REPLICA_URL": "postgresql://u@replica/d",
+                         "CLARITY_REPLICA_MAX_LAG_SECONDS": "1.5"})
+
+    assert settings.database_replica_url == "postgresql://u@replica/d"
+    assert settings.replica_max_lag_seconds == 1.5
+
+
+@pytest.mark.parametrize("value, message", [
+    ("soon", "must be a number"),
+    ("-1", "must not be negative"),
+    ("nan", "finite"),
+    ("inf", "finite"),
+])
+def test_a_bad_replica_lag_limit_is_a_config_error_naming_the_variable(value, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        from_env({"CLARITY_DATABASE_REPLICA_URL": "postgresql://u@replica/d", "CLARITY_REPLICA_MAX_LAG_SECONDS": value})
+
+    assert "CLARITY_REPLICA_MAX_LAG_SECONDS" in str(raised.value)
+
+
+def test_a_replica_lag_limit_without_a_replica_is_refused_rather_than_ignored():
+    with pytest.raises(ConfigError, match="CLARITY_DATABASE_REPLICA_URL"):
+        from_env({"CLARITY_REPLICA_MAX_LAG_SECONDS": "2"})
+
+
+def test_production_refuses_a_replica_reached_over_tcp_without_verified_tls():
+    with pytest.raises(ConfigError, match="CLARITY_DATABASE_REPLICA_URL connects over TCP with sslmode=require"):
+        from_env({**PRODUCTION, "CLARITY_DATABASE_REPLICA_URL": "postgresql://u@replica/d?sslmode=require"})
+
+    verified = "postgresql://u@replica/d?sslmode=verify-full&sslrootcert=/etc/clarity/db-ca.pem"
+    assert from_env({**PRODUCTION, "CLARITY_DATABASE_REPLICA_URL": verified}).database_replica_url == verified
