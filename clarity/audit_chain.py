@@ -19,8 +19,8 @@ import hashlib
 import itertools
 import json
 import logging
-import threading
 
+from clarity.periodic import Periodic
 from clarity.repositories.audit import EVENT_COLUMNS, ChainHead, Seal
 
 GENESIS_HASH = bytes(32)
@@ -225,25 +225,15 @@ class _ChainWalk:
         return None
 
 
-class BackgroundSealer:
+class BackgroundSealer(Periodic):
     """A daemon thread that seals every ``interval_seconds`` in short units of work of
     ``db`` (a clarity.db.Database). Errors are logged by type only and retried next tick."""
 
+    name = "clarity-audit-sealer"
+
     def __init__(self, db, interval_seconds: float):
+        super().__init__(interval_seconds)
         self.db = db
-        self.interval_seconds = interval_seconds
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="clarity-audit-sealer", daemon=True)
-
-    def start(self) -> "BackgroundSealer":
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to stop and wait for it (at most ``timeout`` seconds)."""
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def seal_once(self) -> int | None:
         """One run, as the thread does it; None when it failed or another sealer was at work."""
@@ -254,9 +244,8 @@ class BackgroundSealer:
             log.warning("audit sealing failed (%s); retrying in %g s", type(exc).__name__, self.interval_seconds)
             return None
 
-    def _run(self) -> None:
-        while not self._stopping.wait(self.interval_seconds):
-            self.seal_once()
+    def tick(self) -> None:
+        self.seal_once()
 
 
 def start_background_sealer(app, interval_seconds: float) -> BackgroundSealer | None:

@@ -25,6 +25,8 @@ import tempfile
 import threading
 import time
 
+from clarity.periodic import Periodic
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BIND = "127.0.0.1:9464"
@@ -182,7 +184,7 @@ def sample_pool(db) -> None:
         m.pool_timeouts.inc(stats["requests_timeouts"])
 
 
-class PoolSampler:
+class PoolSampler(Periodic):
     """A daemon thread sampling a worker's pool every ``interval_seconds``.
 
     A sampler rather than a hook after each request: a sync worker has returned its
@@ -190,24 +192,14 @@ class PoolSampler:
     requests hold connections, costs requests nothing, and keeps an idle worker's gauges true.
     """
 
+    name = "clarity-pool-sampler"
+
     def __init__(self, db, interval_seconds: float = POOL_SAMPLE_SECONDS):
+        super().__init__(interval_seconds)
         self.db = db
-        self.interval_seconds = interval_seconds
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="clarity-pool-sampler", daemon=True)
 
-    def start(self) -> "PoolSampler":
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self.interval_seconds):
-            sample_pool(self.db)  # never raises: the thread lives on, the next tick retries
+    def tick(self) -> None:
+        sample_pool(self.db)  # never raises: the thread lives on, the next tick retries
 
 
 def audit_backlog(repo) -> tuple[int | None, float | None]:
