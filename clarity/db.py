@@ -85,8 +85,9 @@ class Database:
             # the next request that waits, so one follows the primary's return within
             # seconds (tests/e2e/test_failover.py).
             reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
+            # No reset callback: psycopg_pool runs one in a worker thread, so every return of a
+            # connection became a thread handoff; returns are noted in connection() instead.
             check=self._check_if_idle,
-            reset=self._mark_returned,
             configure=configure,
             kwargs={
                 "autocommit": True,
@@ -112,7 +113,8 @@ class Database:
         if returned is None or time.monotonic() - returned > IDLE_CHECK_SECONDS:
             ConnectionPool.check_connection(conn)
 
-    def _mark_returned(self, conn) -> None:
+    def mark_returned(self, conn) -> None:
+        """Note when ``conn`` went back to its pool, for the idle check on checkout."""
         self._returned_at[conn] = time.monotonic()
 
     def pool_stats(self) -> dict:
@@ -152,6 +154,8 @@ class Database:
                 raise
         else:
             cm.__exit__(None, None, None)
+        finally:
+            self.mark_returned(conn)
 
     def ready(self) -> tuple[bool, str]:
         """Whether the database answers through the pool and every migration file is applied."""

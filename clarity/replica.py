@@ -88,6 +88,7 @@ class Replica:
 
     def _release(self, held: contextlib.ExitStack, conn) -> None:
         held.close()
+        self.db.mark_returned(conn)
         if conn.broken:  # it died under a read: skip it rather than fail the next one too
             self._failed(psycopg.OperationalError("the connection broke"))
 
