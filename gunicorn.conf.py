@@ -3,6 +3,8 @@ import multiprocessing
 import os
 import shutil
 
+from clarity import logs  # gunicorn puts the working directory on sys.path before reading this file
+
 bind = os.environ.get("CLARITY_BIND", "127.0.0.1:8000")
 # Sync workers, about two per core, measured best on small machines. A sync worker reads each
 # request itself, however slowly it arrives: four clients that connect and send nothing hold all
@@ -22,7 +24,7 @@ accesslog = None if accesslog in ("", "/dev/null") else accesslog
 # CLARITY_LOG_FORMAT=json (the default in production): gunicorn's own lines and the access log
 # as JSON objects (clarity.logs), one per line, with the route template and the actor.
 if (os.environ.get("CLARITY_LOG_FORMAT")
-        or ("json" if os.environ.get("CLARITY_ENV") == "production" else "text")) == "json":
+        or logs.default_format(os.environ.get("CLARITY_ENV", "development"))) == "json":
     logger_class = "clarity.logs.GunicornLogger"
 # URLs never carry PHI; the access log keeps the request id, not the query's body.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'

@@ -61,6 +61,15 @@ class Settings:
     rate_limit_expensive_cost: int = 10  # what a search, a scanning list or a batch ingest counts
     rate_limit_enabled: bool = True
 
+    def session_options(self, statement_timeout_ms: int) -> dict:
+        """psycopg connection options for this deployment: the statement timeout as a startup
+        option, or, through a transaction pooler (which refuses startup options, and where a
+        statement prepared on one server connection is missing on the next), no prepared
+        statements and the role's own statement_timeout (README, "Through PgBouncer")."""
+        if self.db_transaction_pooling:
+            return {"prepare_threshold": None}
+        return {"options": f"-c statement_timeout={int(statement_timeout_ms)}"}
+
     @property
     def conninfo(self) -> str:
         return self.database_url or ""

@@ -93,13 +93,7 @@ class Database:
                 "autocommit": True,
                 "application_name": "clarity",
                 "connect_timeout": max(1, int(s.pool_timeout)),
-                # Through a transaction pooler consecutive transactions may run on different
-                # server connections, shared with other clients: a statement psycopg
-                # prepared on one is missing on the next, or collides with another
-                # client's of the same name; and PgBouncer refuses startup options, so
-                # the role carries statement_timeout (README, "Through PgBouncer").
-                **({"prepare_threshold": None} if s.db_transaction_pooling
-                   else {"options": f"-c statement_timeout={int(s.statement_timeout_ms)}"}),
+                **s.session_options(s.statement_timeout_ms),
             },
             name=name,
         )

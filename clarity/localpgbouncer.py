@@ -44,10 +44,12 @@ def ensure_installed() -> str:
 def scram_secret(owner_conn, role: str) -> str:
     """``role``'s SCRAM secret as PostgreSQL stores it, for the auth file; needs a superuser's
     connection. Raises LookupError when the role has no SCRAM password."""
-    row = owner_conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)).fetchone()
-    if row is None or not (row[0] or "").startswith("SCRAM-SHA-256$"):
+    from clarity import queries
+
+    secret = queries.load().provision.get_role_password.value(owner_conn, {"name": role})
+    if not (secret or "").startswith("SCRAM-SHA-256$"):
         raise LookupError(f"role {role!r} has no SCRAM-SHA-256 password")
-    return row[0]
+    return secret
 
 
 @dataclasses.dataclass(frozen=True)

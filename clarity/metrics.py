@@ -321,10 +321,9 @@ def serve(address: tuple[str, int], settings):
 def _scrape_connection(settings):
     import psycopg
 
-    timeouts = ({"prepare_threshold": None} if settings.db_transaction_pooling  # the role's statement_timeout
-                else {"options": f"-c statement_timeout={AUDIT_STATEMENT_TIMEOUT_MS}"})
     return psycopg.connect(settings.conninfo, autocommit=True, application_name="clarity-metrics",
-                           connect_timeout=AUDIT_CONNECT_TIMEOUT_SECONDS, **timeouts)
+                           connect_timeout=AUDIT_CONNECT_TIMEOUT_SECONDS,
+                           **settings.session_options(AUDIT_STATEMENT_TIMEOUT_MS))
 
 
 def worker_exited(pid: int) -> None:

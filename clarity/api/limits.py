@@ -78,7 +78,7 @@ def _count_breach(_limit) -> None:
 
 def _limit() -> str:
     settings = runtime().settings
-    return settings.rate_limit if g.get("unit") is not None else settings.rate_limit_anonymous
+    return settings.rate_limit if _actor() is not None else settings.rate_limit_anonymous
 
 
 def _cost() -> int:
