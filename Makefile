@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test fuzz bench deps postgres clean
+.PHONY: run test fuzz bench soak-export deps postgres clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ fuzz: deps postgres
 
 bench: deps postgres
 	$(BIN)/python -m bench.run
+
+# One patient's FHIR export with a million readings through gunicorn: time and worker peak RSS
+# (EXPORT_SOAK_READINGS sets the count).
+soak-export: deps postgres
+	$(BIN)/python -m bench.export_soak
 
 # localpg.py as a script under the system Python, as .venv may be gone already; -P keeps
 # clarity/ off sys.path, where a module could shadow the standard library. When a cluster

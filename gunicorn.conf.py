@@ -81,8 +81,11 @@ def on_exit(server):
 def post_worker_init(worker):
     """Open this worker's pool after the fork, so no connection is shared between processes,
     start sealing the audit trail in the background (one worker at a time seals: the
-    others' try-lock fails and they skip that tick), and sampling the pool for its metrics."""
-    from clarity import audit_chain, metrics
+    others' try-lock fails and they skip that tick), and sampling the pool for its metrics. A
+    long streamed answer reports the worker alive as it goes (clarity.heartbeat)."""
+    from clarity import audit_chain, heartbeat, metrics
+
+    heartbeat.install(worker.notify)
 
     clarity = worker.wsgi.extensions["clarity"]
     clarity.db.open()

@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 
+from clarity.idempotency import Purger
 from clarity.periodic import Periodic
 from clarity.repositories.audit import EVENT_COLUMNS, ChainHead, Seal
 
@@ -227,13 +228,16 @@ class _ChainWalk:
 
 class BackgroundSealer(Periodic):
     """A daemon thread that seals every ``interval_seconds`` in short units of work of
-    ``db`` (a clarity.db.Database). Errors are logged by type only and retried next tick."""
+    ``db`` (a clarity.db.Database). Errors are logged by type only and retried next tick.
+    ``chores``: other upkeep run after each seal on the same thread (callables that never
+    raise and decide themselves whether they are due), such as purging expired idempotency keys."""
 
     name = "clarity-audit-sealer"
 
-    def __init__(self, db, interval_seconds: float):
+    def __init__(self, db, interval_seconds: float, chores=()):
         super().__init__(interval_seconds)
         self.db = db
+        self.chores = tuple(chores)
 
     def seal_once(self) -> int | None:
         """One run, as the thread does it; None when it failed or another sealer was at work."""
@@ -246,11 +250,15 @@ class BackgroundSealer(Periodic):
 
     def tick(self) -> None:
         self.seal_once()
+        for chore in self.chores:
+            chore()
 
 
 def start_background_sealer(app, interval_seconds: float) -> BackgroundSealer | None:
-    """Start sealing in the background with the app's database; None when the interval is 0
-    (disabled). Stop it with ``.stop()`` before closing the pool."""
+    """Start sealing in the background with the app's database, and purging expired idempotency
+    keys on the same schedule (at most once a minute); None when the interval is 0 (disabled).
+    Stop it with ``.stop()`` before closing the pool."""
     if not interval_seconds:
         return None
-    return BackgroundSealer(app.extensions["clarity"].db, interval_seconds).start()
+    db = app.extensions["clarity"].db
+    return BackgroundSealer(db, interval_seconds, chores=(Purger(db),)).start()

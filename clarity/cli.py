@@ -1,4 +1,5 @@
-"""Flask commands: ``db upgrade|status``, ``keys generate``, ``seed demo|bench``, ``audit seal|verify|head``."""
+"""Flask commands: ``db upgrade|status``, ``keys generate``, ``seed demo|bench``, ``audit seal|verify|head``,
+``idempotency purge``, ``export patients``."""
 from __future__ import annotations
 
 import contextlib
@@ -18,10 +19,12 @@ db_cli = AppGroup("db", help="Schema migrations (yoyo).")
 keys_cli = AppGroup("keys", help="Encryption keys.")
 seed_cli = AppGroup("seed", help="Demo and benchmark data for development.")
 audit_cli = AppGroup("audit", help="The tamper-evident audit trail: seal, verify, export the chain head.")
+idempotency_cli = AppGroup("idempotency", help="Idempotency keys: purge the expired ones.")
+export_cli = AppGroup("export", help="FHIR R4 bulk export of patients' records.")
 
 
 def init_app(app) -> None:
-    for group in (db_cli, keys_cli, seed_cli, audit_cli, biometrics_cli):
+    for group in (db_cli, keys_cli, seed_cli, audit_cli, biometrics_cli, idempotency_cli, export_cli):
         app.cli.add_command(group)
 
 
@@ -261,6 +264,31 @@ def _read_head(text: str) -> tuple[int, bytes]:
         raise click.UsageError(f"--head takes a file or the JSON printed by `audit head` ({exc})") from None
 
 
+@export_cli.command("patients")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The directory for the NDJSON files (made mode 700; rerun with it to resume).")
+@click.option("--provider", "provider_id", type=click.UUID, default=None, help="Only this provider's patients.")
+def export_patients(out, provider_id):
+    """Export every live patient (or one provider's) as FHIR R4 NDJSON, one file per resource
+    type (Patient.ndjson, Observation.ndjson, ...), each patient audited as an export by the
+    system. Resumable: rerun with the same --out after a crash to continue where it stopped."""
+    from clarity.services import bulk_export
+
+    clarity = runtime()
+    if clarity.db.keyring is None:
+        raise click.ClickException("CLARITY_DATA_KEYS and CLARITY_BLIND_INDEX_KEY are not configured.")
+    try:
+        job = bulk_export.BulkExport.open(clarity.db, out, provider_id=provider_id)
+    except bulk_export.ExportRefused as exc:
+        raise click.ClickException(exc.detail) from None
+    with click.progressbar(length=job.total, label="exporting patients", file=sys.stderr) as bar:
+        bar.update(job.completed)
+        state = job.run(progress=bar.update)
+    files = ", ".join(f"{name} {counts['lines']}" for name, counts in sorted(state.files.items()))
+    click.echo(f"exported {state.completed - state.skipped} patient(s), skipped {state.skipped} deleted, "
+               f"to {out}: {files or 'no lines'}")
+
+
 biometrics_cli = AppGroup("biometrics", help="Biometric readings: the monthly partitions of their table.")
 
 
@@ -293,3 +321,20 @@ def biometrics_partitions(months_ahead):
     first, last = (p.astimezone(dt.timezone.utc) for p in (partitions[0].starts_at, partitions[-1].ends_at))
     click.echo(f"created {created} partition(s); {len(partitions)} cover {first:%Y-%m-%d} to {last:%Y-%m-%d} "
                "(UTC, end exclusive)")
+
+
+@idempotency_cli.command("purge")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Keys deleted per transaction.")
+def idempotency_purge(batch_size):
+    """Delete the kept answers of every expired Idempotency-Key (older than
+    CLARITY_IDEMPOTENCY_TTL_SECONDS). Each gunicorn worker's background sealer also does this,
+    once a minute; run it from cron where the sealer is off. As the app role (DATABASE_URL)."""
+    from clarity import idempotency
+    from clarity.errors import ClarityError
+
+    try:
+        purged = idempotency.purge(runtime().db, batch_size=batch_size)
+    except ClarityError as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"purged {purged} expired idempotency key(s)")

@@ -60,6 +60,13 @@ class Settings:
     rate_limit_anonymous: str = "120 per minute"  # per client address (sign-in)
     rate_limit_expensive_cost: int = 10  # what a search, a scanning list or a batch ingest counts
     rate_limit_enabled: bool = True
+    # How long the answer to a write with an Idempotency-Key is kept for its retries (clarity.api.idempotency).
+    idempotency_ttl_seconds: int = 86400
+    # Patient documents (clarity.services.documents): the largest upload, and the media types
+    # accepted, each one whose content Clarity can check (services.documents.SIGNATURES).
+    document_max_bytes: int = 25 * 1024 * 1024
+    document_types: tuple[str, ...] = ("application/pdf", "image/png", "image/jpeg", "image/tiff",
+                                       "application/dicom", "text/plain")
 
     def session_options(self, statement_timeout_ms: int) -> dict:
         """psycopg connection options for this deployment: the statement timeout as a startup
@@ -93,6 +100,8 @@ _INT_FIELDS = {
     "CLARITY_PROXY_COUNT": "proxy_count",
     "CLARITY_EMERGENCY_ACCESS_MINUTES": "emergency_access_minutes",
     "CLARITY_RATE_LIMIT_EXPENSIVE_COST": "rate_limit_expensive_cost",
+    "CLARITY_IDEMPOTENCY_TTL_SECONDS": "idempotency_ttl_seconds",
+    "CLARITY_DOCUMENT_MAX_BYTES": "document_max_bytes",
 }
 # Settings that no longer exist: refused by name, so an operator who relied on one learns what
 # replaced it instead of having it silently ignored.
@@ -148,6 +157,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     values["log_level"] = environ.get("CLARITY_LOG_LEVEL", "INFO").upper()
     values["log_format"] = environ.get("CLARITY_LOG_FORMAT") or logs.default_format(values["env"])
     values["redis_url"] = environ.get("REDIS_URL") or None
+    if environ.get("CLARITY_DOCUMENT_TYPES"):
+        values["document_types"] = tuple(dict.fromkeys(
+            kind.strip().lower() for kind in environ["CLARITY_DOCUMENT_TYPES"].split(",") if kind.strip()))
     for var, field in (("CLARITY_RATE_LIMIT", "rate_limit"), ("CLARITY_RATE_LIMIT_ANONYMOUS", "rate_limit_anonymous")):
         if environ.get(var):
             values[field] = environ[var]
@@ -202,6 +214,9 @@ def validate(settings: Settings) -> None:
         raise ConfigError("CLARITY_REPLICA_MAX_LAG_SECONDS must be a finite number of seconds, 0 or more")
     if settings.rate_limit_expensive_cost < 1:
         raise ConfigError("CLARITY_RATE_LIMIT_EXPENSIVE_COST must be at least 1")
+    if settings.idempotency_ttl_seconds < 1:
+        raise ConfigError("CLARITY_IDEMPOTENCY_TTL_SECONDS must be at least 1")
+    _document_limits(settings)
     if settings.env == "production":
         missing = [name for name, value in (
             ("DATABASE_URL", settings.database_url),
@@ -215,6 +230,18 @@ def validate(settings: Settings) -> None:
                              ("CLARITY_MIGRATION_DATABASE_URL", settings.migration_database_url),
                              ("CLARITY_DATABASE_REPLICA_URL", settings.database_replica_url)):
                 _require_verified_tls(url, var)
+
+
+def _document_limits(settings: Settings) -> None:
+    """Refuse a document size limit under one byte, and a media type whose content Clarity
+    cannot check against its declared type (an upload is refused unless its first bytes match)."""
+    from clarity.services.documents import SIGNATURES
+
+    if settings.document_max_bytes < 1:
+        raise ConfigError("CLARITY_DOCUMENT_MAX_BYTES must be at least 1")
+    unknown = [kind for kind in settings.document_types if kind not in SIGNATURES]
+    if unknown or not settings.document_types:
+        raise ConfigError("CLARITY_DOCUMENT_TYPES must list media types among: " + ", ".join(SIGNATURES))
 
 
 def _require_verified_tls(url: str | None, var: str) -> None:

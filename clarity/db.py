@@ -25,7 +25,9 @@ from clarity.repositories.appointments import AppointmentRepository
 from clarity.repositories.audit import AuditRepository
 from clarity.repositories.biometrics import BiometricRepository
 from clarity.repositories.digital_twins import DigitalTwinRepository
+from clarity.repositories.documents import DocumentRepository
 from clarity.repositories.emergency_access import EmergencyAccessRepository
+from clarity.repositories.idempotency import IdempotencyRepository
 from clarity.repositories.patients import PatientRepository
 from clarity.repositories.records import RecordRepository
 from clarity.repositories.users import TokenRepository, UserRepository
@@ -201,12 +203,16 @@ class Database:
             uow.ending, uow.nested = stack, nested
             return uow
 
-    def run(self, work, *, opened: "UnitOfWork | None" = None, **context):
+    def run(self, work, *, opened: "UnitOfWork | None" = None, hold=None, **context):
         """Run ``work(uow)`` in a unit of work and return its result: in ``opened`` (from
         ``begin``) when given, else in a new one.
 
         Serialization failures and deadlocks re-run the whole call in a new unit, a bounded
         number of times with jitter; driver errors leave as domain errors (errors.translate).
+
+        With ``hold``, a unit whose work succeeded is not committed but handed to ``hold(uow)``,
+        open, for more to be written in its transaction (a request's Idempotency-Key and its
+        answer, clarity.api.idempotency); the holder ends it with ``uow.commit()`` or ``uow.end()``.
         """
         for attempt in range(1, MAX_ATTEMPTS + 1):
             nested = opened is not None and opened.nested
@@ -214,7 +220,11 @@ class Database:
                 uow, opened = opened or self.begin(**context), None
                 nested = uow.nested
                 with uow.ending:
-                    return work(uow)
+                    result = work(uow)
+                    if hold is not None:
+                        hold(uow)
+                        uow.ending = uow.ending.pop_all()  # leaves this block with nothing to end
+                    return result
             except RETRYABLE as exc:
                 if nested or attempt == MAX_ATTEMPTS:
                     raise errors.translate(exc) from exc
@@ -236,6 +246,9 @@ class UnitOfWork:
     the buffered audit events are still written, in a transaction of their own, with the error's outcome: a denied access leaves
     a trace even though nothing else of the request does.
     """
+
+    # A request's Idempotency-Key holding this unit (clarity.api.idempotency.Claim), if it sent one.
+    claim = None
 
     def __init__(self, conn, queries, keyring, *, replica: Replica | None = None, actor=None, request_id=None,
                  client_addr=None):
@@ -302,6 +315,12 @@ class UnitOfWork:
         """End a unit opened by ``Database.begin`` without running work in it: roll back,
         keep the audit events of a domain error (a denial), return the connection."""
         self.ending.__exit__(type(exc), exc, exc.__traceback__)
+
+    def commit(self) -> None:
+        """Commit a unit opened by ``Database.begin`` (or held open by ``Database.run``): write
+        its audit events, commit, return the connection. Raises what committing raises (the
+        unit is ended then too)."""
+        self.ending.__exit__(None, None, None)
 
     def set_actor(self, actor) -> None:
         """Record the actor for this transaction, in PostgreSQL too (SET LOCAL semantics): the
@@ -388,6 +407,15 @@ class UnitOfWork:
     @cached_property
     def digital_twins(self) -> DigitalTwinRepository:
         return DigitalTwinRepository(self.conn, self.queries.digital_twins)
+
+    @cached_property
+    def documents(self) -> DocumentRepository:
+        return DocumentRepository(self.conn, self.queries.documents, self._keyring())
+
+    @cached_property
+    def idempotency(self) -> IdempotencyRepository:
+        # The keyring only when an answer is stored or read: the purge needs none.
+        return IdempotencyRepository(self.conn, self.queries.idempotency, self.keyring)
 
     def _keyring(self):
         if self.keyring is None:

@@ -58,6 +58,23 @@ class UnsupportedMediaType(ClarityError):
     status, title = 415, "Unsupported Media Type"
 
 
+class LengthRequired(ClarityError):
+    status, title = 411, "Length Required"
+
+
+class ContentTooLarge(ClarityError):
+    status, title = 413, "Content Too Large"
+
+
+class RangeNotSatisfiable(ClarityError):
+    """No byte of the range asked for exists; ``size`` goes into ``Content-Range: bytes */size``."""
+
+    status, title = 416, "Range Not Satisfiable"
+
+    def __init__(self, detail="The range asked for is outside the content.", *, size: int, **kw):
+        super().__init__(detail, headers={"Content-Range": f"bytes */{size}"}, **kw)
+
+
 class Invalid(ClarityError):
     status, title = 422, "Unprocessable Content"
 

@@ -7,6 +7,7 @@ naming the query, at its first call:
     ``^`` one row or None: ``.one()``       ``$`` one value (None: no row): ``.value()``
     ``!`` row count: ``.rowcount()``        ``#`` no result (DDL), never prepared: ``.execute()``
     none: every row: ``.all()``             ``copy_`` verb (a COPY statement, no suffix): ``.copy()``
+    none, many rows: ``.stream()``, an iterator over a server-side cursor
 
 Comment lines right after the name line are its docstring: prose, and directives. A docstring
 line is a *directive* when it is a lowercase key, a colon and one word (``-- plan: custom``),
@@ -80,7 +81,7 @@ class Query:
         return False if self.plan == "custom" or self.operator == "#" else None
 
     def _check(self, method: str) -> None:
-        if method != self.method:
+        if method != self.method and (method, self.method) != ("stream", "all"):
             kind = "is a COPY statement" if self.method == "copy" else f"has suffix {self.operator or 'none'!r}"
             raise QueryCallError(f"query {self.name!r} ({self.source}) {kind}: run it with "
                                  f".{self.method}(), not .{method}()")
@@ -101,6 +102,19 @@ class Query:
         with conn.cursor(row_factory=row_factory) if row_factory else conn.cursor() as cur:
             self._execute(cur, params)
             return cur.fetchall()
+
+    def stream(self, conn, params=None, row_factory=None, itersize: int = 1000):
+        """Run a query without suffix through a server-side cursor (named after the query) and
+        return an iterator of its rows, fetched ``itersize`` at a time, so memory stays bounded
+        however many rows match. The cursor lives in the caller's open transaction."""
+        self._check("stream")
+        return self._stream(conn, params, row_factory, itersize)
+
+    def _stream(self, conn, params, row_factory, itersize):
+        with conn.cursor(self.name, row_factory=row_factory) if row_factory else conn.cursor(self.name) as cur:
+            cur.itersize = itersize
+            cur.execute(self.sql, params)
+            yield from cur
 
     def value(self, conn, params=None):
         """Run a ``$`` query and return the first column of the first row (None when no row)."""

@@ -8,13 +8,13 @@ import uuid
 from time import perf_counter
 
 import psycopg
-from flask import g, jsonify, request
+from flask import current_app, g, jsonify, request
 from flask_caching import Cache
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from clarity import errors, logs, metrics
-from clarity.api import access, body, limits
+from clarity.api import access, body, idempotency, limits
 from clarity.api.openapi import ClarityApi
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 def init_app(app) -> None:
     from clarity.api import (alerts, appointments, audit_events, auth, biometrics, digital_twins, docs,
-                             emergency_access, health, patients, records, users)
+                             documents, emergency_access, export, health, patients, records, users)
 
     settings = app.extensions["clarity"].settings
     app.config.update(
@@ -47,7 +47,7 @@ def init_app(app) -> None:
     api = ClarityApi(app)
     records.register_schemas(api)
     for module in (auth, users, patients, emergency_access, audit_events,
-                   biometrics, alerts, appointments, records, digital_twins):
+                   biometrics, alerts, appointments, records, digital_twins, export, documents):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
@@ -57,12 +57,14 @@ def init_app(app) -> None:
     app.before_request(_start_timer)
     app.after_request(_count_request)
     # Order matters: the request id, the token (401), the rate limit (429), the role (403), and
-    # only then the media type (415) and, in the view, the body.
+    # only then the media type (415), an Idempotency-Key (400/409/422, or a replay) and, in the
+    # view, the body.
     app.before_request(_assign_request_id)
     app.before_request(access.authenticate_request)
     app.extensions["clarity"].limiter = limits.init_app(app, settings)
     app.before_request(access.authorize_request)
     app.before_request(_require_json_body)
+    app.before_request(idempotency.check_request)
     app.after_request(_finish_response)
     app.teardown_request(access.end_unopened_unit)
     app.register_error_handler(HTTPException, _http_error)
@@ -102,8 +104,14 @@ def _assign_request_id():
 def _require_json_body():
     if request.method in _BODY_METHODS and request.path.startswith("/api/"):
         has_body = request.content_length or request.headers.get("Transfer-Encoding")
-        if (has_body or request.mimetype) and not request.is_json:
+        if (has_body or request.mimetype) and not request.is_json and not _takes_raw_body():
             raise errors.UnsupportedMediaType("Send the body as application/json.")
+
+
+def _takes_raw_body() -> bool:
+    """The view reads its body itself, as bytes of its own media types (documents.raw_body)."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    return getattr(view, "clarity_raw_body", False)
 
 
 def _finish_response(response):

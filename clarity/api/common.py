@@ -195,11 +195,20 @@ def run(work, *, authenticated: bool = True):
     On an authenticated route the unit was opened, and the bearer token checked in it, before
     the view read the request (access.authenticate_request); a retried unit checks the token
     again. ``authenticated=False`` is for public routes: no token, actor None.
+
+    A request that carries an Idempotency-Key holds its key's lock in that unit (its claim); the
+    unit then stays open after the work, and commits with the key and its answer after the
+    view (clarity.api.idempotency).
     """
+    opened = g.pop("unit", None)
+    claim = None if opened is None else opened.claim
+
     def call(uow):
         if uow.actor is None and authenticated:
             auth.authenticate(uow, bearer_token(), settings=runtime().settings)
+        if claim is not None:
+            claim.enter(uow)
         return work(uow, uow.actor)
 
-    return runtime().db.run(call, opened=g.pop("unit", None),
+    return runtime().db.run(call, opened=opened, hold=None if claim is None else claim.hold,
                             request_id=g.request_id, client_addr=request.remote_addr)

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from clarity.errors import DecryptionError
+from clarity.security.chunks import ChunkCipher
 
 NONCE_BYTES = 12
 
@@ -46,6 +47,7 @@ class Keyring:
         if active_key_id not in data_keys:
             raise ValueError("the active data key id is not among the data keys")
         self._ciphers = {kid: AESGCM(key) for kid, key in data_keys.items()}
+        self._data_keys = dict(data_keys)  # the roots of the documents' per-document subkeys
         self.active_key_id = active_key_id
         self._blind_roots = {"current": blind_index_key, "next": next_blind_index_key}
         self._blind_keys: dict[tuple[str, str], bytes] = {}
@@ -75,6 +77,15 @@ class Keyring:
                 f"{table}.{column} of row {row_id} failed authentication: altered or copied from another row"
             ) from None
         return orjson.loads(plaintext)
+
+    def chunk_cipher(self, document_id, key_id: str | None = None) -> tuple[ChunkCipher, str]:
+        """The cipher of one document's content chunks under ``key_id`` (default: the active
+        key), with that key id; DecryptionError when the key id is not configured."""
+        key_id = key_id or self.active_key_id
+        key = self._data_keys.get(key_id)
+        if key is None:
+            raise DecryptionError(f"the content of document {document_id} is under an unknown key id")
+        return ChunkCipher(key, document_id), key_id
 
     def blind_index(self, table: str, column: str, value: str | None, *, root: str = "current") -> bytes | None:
         """HMAC-SHA256 of the normalized value under a key derived for this column only, from

@@ -40,25 +40,30 @@ class Report:
 
 
 def rotate_data_keys(db, *, batch_size=500, progress=lambda text: None, max_batches=None) -> Report:
-    """Re-encipher patients, emergency-access reasons and medical-record bodies not under the
-    active data key.
+    """Re-encipher patients, emergency-access reasons, medical-record bodies and documents (their
+    metadata envelope and every chunk of their content) not under the active data key.
 
+    A document is a unit of work of its own, whatever ``batch_size``: its chunks and key id
+    change together, and a 25 MiB document is already 400 chunks.
     ``progress`` gets a line after every batch; ``max_batches`` stops early (a rerun
     finishes); ``failed`` lists rows that did not decrypt (their key is missing or wrong).
     """
     report, budget = Report(), _Budget(max_batches)
-    for kind, entity, field in (("patients", "patient", "phi"), ("emergency_access", "emergency_access", "reason"),
-                                ("records", "medical_record", "body")):
-        def step(uow, after, kind=kind, entity=entity, field=field):
-            done, failed, last = getattr(uow, kind).reencrypt_batch(after_id=after, limit=batch_size)
+    for kind, entity, fields, per_unit in (("patients", "patient", ("phi",), batch_size),
+                                           ("emergency_access", "emergency_access", ("reason",), batch_size),
+                                           ("records", "medical_record", ("body",), batch_size),
+                                           ("documents", "document", ("meta", "content"), 1)):
+        def step(uow, after, kind=kind, entity=entity, fields=fields, per_unit=per_unit):
+            done, failed, last = getattr(uow, kind).reencrypt_batch(after_id=after, limit=per_unit)
             for row_id in done:
                 uow.audit(AuditEvent(UPDATE, f"{entity}.reencrypt", entity, row_id,
-                                     row_id if entity == "patient" else None, fields=(field,)))
+                                     row_id if entity == "patient" else None, fields=fields))
             return done, failed, last
         _run_passes(db, step, report, budget, progress, f"{kind} re-enciphered")
     report.remaining = db.run(lambda uow: uow.patients.count_not_under_active_key()
                               + uow.emergency_access.count_not_under_active_key()
-                              + uow.records.count_not_under_active_key(), actor=SYSTEM)
+                              + uow.records.count_not_under_active_key()
+                              + uow.documents.count_not_under_active_key(), actor=SYSTEM)
     return report
 
 

@@ -83,6 +83,7 @@ class Chart:
     alert_id: str
     appointment_id: str
     record_id: str
+    document_id: str
 
     def url(self, suffix="") -> str:
         return f"{API}/patients/{self.patient_id}{suffix}"
@@ -116,6 +117,18 @@ class Visit:
 def reading(value, days_ago) -> dict:
     return {"kind": "heart_rate", "value": value, "unit": KINDS["heart_rate"].unit, "source_device": "watch-1",
             "recorded_at": (NOW - dt.timedelta(days=days_ago)).isoformat()}
+
+
+def upload_document(visit):
+    headers = {**visit.staff.headers, "X-Request-ID": visit.request_id,
+               "Content-Disposition": "attachment; filename=n.txt"}
+    return visit.chart.client.post(visit.chart.url("/documents"), data=b"Seen at night.", content_type="text/plain",
+                                   headers=headers)
+
+
+def read_through(response):
+    response.get_data()
+    return response
 
 
 def slot(days_ahead) -> dict:
@@ -165,6 +178,17 @@ CALLS = {
     (f"{PATIENT}/digital-twin", "GET"): (lambda v: v.send("GET", v.chart.url("/digital-twin")), 200, 200),
     (f"{PATIENT}/digital-twin/versions", "GET"): (
         lambda v: v.send("GET", v.chart.url("/digital-twin/versions")), 200, 200),
+    # The export is a stream: read to its end, so its snapshot ends before the next call.
+    (f"{PATIENT}/export", "GET"): (lambda v: read_through(v.send("GET", v.chart.url("/export"))), 200, 200),
+    (f"{PATIENT}/documents", "POST"): (upload_document, 201, 201),
+    (f"{PATIENT}/documents", "GET"): (lambda v: v.send("GET", v.chart.url("/documents")), 200, 200),
+    (f"{API}/documents/<document_id>", "GET"): (
+        lambda v: v.send("GET", f"{API}/documents/{v.chart.document_id}"), 200, 200),
+    (f"{API}/documents/<document_id>/content", "GET"): (
+        lambda v: read_through(v.send("GET", f"{API}/documents/{v.chart.document_id}/content")), 200, 200),
+    (f"{API}/documents/<document_id>", "DELETE"): (
+        lambda v: v.send("DELETE", f"{API}/documents/{v.chart.document_id}",
+                         version=v.chart.version(f"{API}/documents/{v.chart.document_id}")), 403, 204),
     (PATIENT, "DELETE"): (lambda v: v.send("DELETE", v.chart.url(), version=v.chart.version(v.chart.url())), 403, 204),
 }
 DENIED_UNDER_A_GRANT = {route for route, (_, under_grant, _) in CALLS.items() if under_grant == 403}
@@ -188,7 +212,9 @@ def chart(client, make_staff, create_patient) -> Chart:
     appointment = post("/appointments", slot(1))
     record = post("/records", {"type": "note", "body": {"text": "Seen in clinic."}})
     alerts = client.get(f"{url}/alerts", headers=owner.headers).get_json()
-    return Chart(client, owner, responder, patient_id, alerts[0]["id"], appointment["id"], record["id"])
+    document = upload_document(Visit(Chart(client, owner, responder, patient_id, "", "", "", ""), owner)).get_json()
+    return Chart(client, owner, responder, patient_id, alerts[0]["id"], appointment["id"], record["id"],
+                 document["id"])
 
 
 def events_of(conn, request_id) -> list[tuple[str, str, str | None]]:
@@ -245,6 +271,7 @@ def test_what_a_grant_does_not_allow_is_a_denied_emergency_attempt(conn, chart):
         seen[route] = [(e[0], e[1]) for e in events_of(conn, visit.request_id)]
     assert seen == {
         (PATIENT, "DELETE"): [("patient.emergency_delete", "denied")],
+        (f"{API}/documents/<document_id>", "DELETE"): [("document.emergency_delete", "denied")],
         (f"{PATIENT}/alert-rules/<kind>", "DELETE"): [("alert_rule.emergency_delete", "denied")],
         (f"{PATIENT}/alert-rules/<kind>", "PUT"): [("alert_rule.emergency_update", "denied")],
     }

@@ -41,6 +41,9 @@ BUSINESS_RULES = {
     ("POST", "/api/v1/patients/{patient_id}/appointments"): "ends_at after starts_at, in the future",
     ("PATCH", "/api/v1/appointments/{appointment_id}"): "ends_at after starts_at, in the future",
     ("POST", "/api/v1/patients/{patient_id}/records"): "amends_id names the latest record of that type",
+    ("POST", "/api/v1/patients/{patient_id}/documents"): "the first bytes are of the declared media type; "
+                                                          "Content-Disposition (RFC 6266/8187) and Document-Title "
+                                                          "(percent-encoded UTF-8) decode to a name and a title",
     ("GET", "/api/v1/appointments"): "the schedule window spans at most 31 days",
     ("PUT", "/api/v1/patients/{patient_id}/digital-twin"): "parameter names are snake_case (propertyNames, "
                                                             "which OpenAPI 3.0 cannot state)",
