@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import http
 
+from apispec import BasePlugin
 from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 from marshmallow import Schema, fields
 
 from clarity.api.common import ENTITY_TAGS
+from clarity.api.idempotency import HEADER, MAX_KEY_LENGTH, PUT_ENDPOINTS
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -41,14 +43,34 @@ class _MarshmallowPlugin(MarshmallowPlugin):
     Converter = _Converter
 
 
+class _IdempotencyKeyPlugin(BasePlugin):
+    """Declares the ``Idempotency-Key`` header on every operation it covers (clarity.api.idempotency:
+    a signed-in POST, and the PUTs it names)."""
+
+    def operation_helper(self, path=None, operations=None, rule=None, **kwargs):
+        for method, operation in (operations or {}).items():
+            signed_in = operation.get("security") != []
+            if (method == "post" and signed_in) or (method == "put" and rule is not None
+                                                    and rule.endpoint in PUT_ENDPOINTS):
+                operation.setdefault("parameters", []).append({
+                    "in": "header", "name": HEADER, "required": False,
+                    "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH + 2},
+                    "description": (
+                        'A retry with the same key (a quoted string: "8e03978e-…", 1 to 255 visible ASCII '
+                        "characters) gets the first answer again (Idempotent-Replayed: true) instead of a "
+                        "second write; 400 malformed, 409 while its first request runs, 422 with another "
+                        "request.")})
+
+
 class ClarityApi(Api):
-    """flask-smorest's Api, documenting every error response as problem+json and the rules a
-    schema states in ``Meta.openapi``."""
+    """flask-smorest's Api, documenting every error response as problem+json, the rules a
+    schema states in ``Meta.openapi`` and the Idempotency-Key header."""
 
     ERROR_SCHEMA = ProblemSchema
 
     def __init__(self, app=None, **kwargs):
-        super().__init__(app, spec_kwargs={"marshmallow_plugin": _MarshmallowPlugin()}, **kwargs)
+        super().__init__(app, spec_kwargs={"marshmallow_plugin": _MarshmallowPlugin(),
+                                           "extra_plugins": [_IdempotencyKeyPlugin()]}, **kwargs)
 
     def _register_responses(self):
         for status in http.HTTPStatus:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 import time
 import uuid
 
@@ -560,3 +561,22 @@ def test_a_unit_held_open_is_committed_by_its_holder(db, conn):
     assert events(conn, "test.held") == []
     held[0].commit()
     assert [e[0] for e in events(conn, "test.held")] == ["C"]
+
+
+def test_the_openapi_document_declares_the_header_on_every_operation_it_covers_and_no_other(app, client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    declared, covered = set(), set()
+    for rule in app.url_map.iter_rules():
+        for method in rule.methods & {"POST", "PUT"}:
+            path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+            operation = spec["paths"].get(path, {}).get(method.lower())
+            if operation is None:
+                continue
+            if any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in operation.get("parameters", ())):
+                declared.add((method, path))
+            if (method == "POST" and operation.get("security") != []) or rule.endpoint in api_idempotency.PUT_ENDPOINTS:
+                covered.add((method, path))
+    assert ("POST", "/api/v1/patients") in declared
+    assert ("PUT", "/api/v1/patients/{patient_id}/digital-twin") in declared
+    assert ("POST", "/api/v1/auth/tokens") not in declared
+    assert declared == covered
