@@ -23,7 +23,7 @@ import uuid
 import psycopg
 import pytest
 
-from clarity import audit_chain, config, create_app, queries
+from clarity import audit_chain, config, create_app, heartbeat, queries
 from clarity.audit import AuditEvent
 from clarity.db import MIGRATIONS_DIR
 from clarity.errors import NotFound
@@ -425,7 +425,7 @@ def test_the_background_sealer_logs_errors_by_type_only_and_retries(caplog):
 def test_gunicorn_workers_start_the_sealer_after_fork_and_stop_it_on_exit(server, fresh_database, keyring):
     app = create_app(make_settings(server, fresh_database, audit_seal_interval_seconds=0.02), keyring=keyring)
     hooks = runpy.run_path(str(GUNICORN_CONF))
-    worker = types.SimpleNamespace(wsgi=app)
+    worker = types.SimpleNamespace(wsgi=app, notify=lambda: None)
 
     hooks["post_worker_init"](worker)
     try:
@@ -437,6 +437,7 @@ def test_gunicorn_workers_start_the_sealer_after_fork_and_stop_it_on_exit(server
             assert len(sealed_ids(conn)) == 1
     finally:
         hooks["worker_exit"](None, worker)
+        heartbeat.install(None)
     assert not worker.audit_sealer._thread.is_alive()
     assert app.extensions["clarity"].db._pool is None
 
