@@ -262,6 +262,7 @@ CALLS = {
     "rowcount": lambda q, conn: q.rowcount(conn),
     "execute": lambda q, conn: q.execute(conn),
     "all": lambda q, conn: q.all(conn),
+    "stream": lambda q, conn: q.stream(conn),  # also runs a query without suffix (all rows)
     "copy": lambda q, conn: q.copy(conn).__enter__(),
 }
 
@@ -274,7 +275,8 @@ def test_the_suffix_names_the_one_method_that_runs_a_query():
 
 
 @pytest.mark.parametrize("name, method", [
-    (name, method) for name, query in SUFFIXED.items() for method in CALLS if method != query.method
+    (name, method) for name, query in SUFFIXED.items() for method in CALLS
+    if method != query.method and (method, query.method) != ("stream", "all")
 ])
 def test_running_a_query_with_another_method_fails_naming_it_before_touching_the_connection(name, method):
     query = SUFFIXED[name]
