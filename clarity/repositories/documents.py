@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from psycopg.rows import dict_row
 
@@ -41,12 +41,10 @@ class DocumentRepository:
         self.q = queries
         self.keyring = keyring
 
-    def add(self, *, patient_id, content_type: str, filename, title, author_id, pieces: Iterable[bytes],
-            on_read: Callable[[str], None] | None = None) -> Document:
+    def add(self, *, patient_id, content_type: str, filename, title, author_id, pieces: Iterable[bytes]) -> Document:
         """Store a document whose content is ``pieces`` (CHUNK_BYTES each, the last one
-        shorter), sealing and writing them a batch at a time as they come. ``on_read`` is called
-        with the content's SHA-256 (hex) once every piece is read, before the row is complete;
-        whatever it, or ``pieces``, raises leaves nothing behind (the unit of work rolls back)."""
+        shorter), sealing and writing them a batch at a time as they come; whatever ``pieces``
+        raises (a body over the limit) leaves nothing behind (the unit of work rolls back)."""
         document_id = uuid.uuid4()
         cipher, key_id = self.keyring.chunk_cipher(document_id)
         meta = {"title": title, "filename": filename}
@@ -62,8 +60,6 @@ class DocumentRepository:
                 self._insert_chunks(document_id, batch)
                 batch = []
         sha256 = digest.hexdigest()
-        if on_read is not None:
-            on_read(sha256)
         self.q.update_document_content.rowcount(self.conn, {
             "id": document_id, "meta": self._seal(document_id, {**meta, "sha256": sha256}), "size_bytes": size})
         return Document(id=document_id, patient_id=patient_id, title=title, filename=filename,

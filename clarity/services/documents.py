@@ -90,10 +90,9 @@ class Body:
 
 
 def upload_document(uow, actor: Actor, patient_id, body: Body, *, content_type: str, filename: str | None,
-                    title: str | None, on_body_read: Callable[[str], None] | None = None):
+                    title: str | None):
     """Store a document of the patient's, written by the actor; returns the Document (its
-    ``sha256`` is the body's fingerprint). ``on_body_read`` gets that SHA-256 (hex) once the
-    whole body is read, before anything commits: raising from it refuses the upload.
+    ``sha256`` is the body's fingerprint: clarity.api.idempotency.body_read).
 
     Raises UnsupportedMediaType (the first bytes are not ``content_type``), ContentTooLarge,
     Forbidden (role), NotFound (patient absent or not the actor's); nothing is stored then."""
@@ -107,7 +106,7 @@ def upload_document(uow, actor: Actor, patient_id, body: Body, *, content_type: 
         raise UnsupportedMediaType(f"The content is not {content_type}.")
     require_patient(uow, actor, patient_id, event)
     document = uow.documents.add(patient_id=patient_id, content_type=content_type, filename=filename, title=title,
-                                 author_id=actor.id, pieces=itertools.chain([first], pieces), on_read=on_body_read)
+                                 author_id=actor.id, pieces=itertools.chain([first], pieces))
     event.entity_id = document.id
     return document
 

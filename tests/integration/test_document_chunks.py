@@ -3,7 +3,6 @@ another document's, dropped or added is found and never returned; row-level secu
 tables; data-key rotation re-enciphers documents, resumably, reporting what it cannot open."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import uuid
@@ -16,12 +15,11 @@ from werkzeug.test import EnvironBuilder
 
 from clarity import create_app
 from clarity.config import decode_key
-from clarity.errors import ContentTooLarge
-from clarity.security.access import Actor, new_token
+from clarity.security.access import new_token
 from clarity.security.chunks import CHUNK_BYTES
 from clarity.security.crypto import Keyring, generate_key
-from clarity.services import documents, keys as rotation
-from clarity.services.documents import Body, DownloadCut
+from clarity.services import keys as rotation
+from clarity.services.documents import DownloadCut
 from tests.conftest import checked, make_settings, patient_body
 
 API = "/api/v1"
@@ -271,40 +269,6 @@ def test_a_provider_cannot_add_alter_or_remove_another_documents_chunks(conn, tw
     assert conn.execute("DELETE FROM document_chunks WHERE document_id = %s", (doc_a["id"],)).rowcount == 0
     with pytest.raises(pg.InsufficientPrivilege), conn.transaction():
         conn.execute("UPDATE document_chunks SET index = 5 WHERE document_id = %s", (doc_a["id"],))
-
-
-# --- the upload's fingerprint hook -------------------------------------------------------------------
-
-def test_the_bodys_sha256_is_handed_over_before_commit_and_refusing_it_stores_nothing(db, conn, provider,
-                                                                                     create_patient):
-    patient = create_patient(provider)
-    actor = Actor(id=provider.id, role="provider")
-    data = b"%PDF-" + os.urandom(3 * CHUNK_BYTES)
-    seen = []
-
-    def refuse(digest):
-        seen.append(digest)
-        raise ContentTooLarge("refused by the hook")
-
-    with pytest.raises(ContentTooLarge):
-        db.run(lambda uow: documents.upload_document(
-            uow, actor, patient["id"], Body(_reader(data), 10 * CHUNK_BYTES), content_type="application/pdf",
-            filename=None, title=None, on_body_read=refuse), actor=actor)
-    assert seen == [hashlib.sha256(data).hexdigest()]
-    act_as(conn, None, "admin")
-    assert conn.execute("SELECT count(*) FROM documents").fetchone()[0] == 0
-    assert conn.execute("SELECT count(*) FROM document_chunks").fetchone()[0] == 0
-
-
-def _reader(data: bytes):
-    position = 0
-
-    def read(n):
-        nonlocal position
-        piece = data[position:position + n]
-        position += len(piece)
-        return piece
-    return read
 
 
 # --- data-key rotation -----------------------------------------------------------------------------------
