@@ -281,9 +281,12 @@ def export_patients(out, provider_id):
         job = bulk_export.BulkExport.open(clarity.db, out, provider_id=provider_id)
     except bulk_export.ExportRefused as exc:
         raise click.ClickException(exc.detail) from None
-    with click.progressbar(length=job.total, label="exporting patients", file=sys.stderr) as bar:
-        bar.update(job.completed)
-        state = job.run(progress=bar.update)
+    try:
+        with click.progressbar(length=job.total, label="exporting patients", file=sys.stderr) as bar:
+            bar.update(job.completed)
+            state = job.run(progress=bar.update)
+    finally:
+        job.close()
     files = ", ".join(f"{name} {counts['lines']}" for name, counts in sorted(state.files.items()))
     click.echo(f"exported {state.completed - state.skipped} patient(s), skipped {state.skipped} deleted, "
                f"to {out}: {files or 'no lines'}")

@@ -9,12 +9,14 @@ completed patient, so no line is lost or written twice. Patients registered afte
 not in that export; one deleted since is skipped.
 
 The files hold PHI: they are created mode 600 in a directory made mode 700, and a directory that
-holds anything but an export's own files is refused. Each patient is audited as an export
+holds anything but an export's own files is refused, as is a second export into a directory while
+one runs there (an exclusive lock on ``export.lock``, released when the process ends). Each patient is audited as an export
 (action E) by the system actor, committed before its lines are written.
 """
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import itertools
 import json
 import os
@@ -28,7 +30,7 @@ from clarity.security.access import PROVIDER
 from clarity.services import export
 from clarity.services.keys import SYSTEM
 
-STATE, PLAN = "export-state.json", "export-patients.txt"
+STATE, PLAN, LOCK = "export-state.json", "export-patients.txt", "export.lock"
 FORMAT = 1
 
 
@@ -54,8 +56,9 @@ class BulkExport:
     """An export into ``out``, new or resumed: ``total`` and ``completed`` say where it stands;
     ``run()`` exports the remaining patients."""
 
-    def __init__(self, db, out: Path, state: State):
+    def __init__(self, db, out: Path, state: State, lock=None):
         self.db, self.out, self.state = db, out, state
+        self._lock = lock  # the open lock file: the lock lasts as long as it is open
 
     @property
     def total(self) -> int:
@@ -70,12 +73,25 @@ class BulkExport:
         """Start an export into ``out`` (created mode 700 when missing) or resume the one it
         holds. ExportRefused when ``out`` holds other files, or another export (another scope)."""
         out = Path(out)
-        state = _resume(out, provider_id)
-        if state is None:
-            if provider_id is not None:
-                _require_provider(db, provider_id)
-            state = _start(db, out, provider_id)
-        return cls(db, out, state)
+        lock, made = _lock(out)
+        try:
+            state = _resume(out, provider_id)
+            if state is None:
+                if provider_id is not None:
+                    _require_provider(db, provider_id)
+                state = _start(db, out, provider_id)
+        except BaseException:
+            if made:  # a refused directory is left as it was
+                (out / LOCK).unlink(missing_ok=True)
+            lock.close()
+            raise
+        return cls(db, out, state, lock)
+
+    def close(self) -> None:
+        """Release the directory for another export (ending the process does too)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def run(self, progress=lambda done: None) -> State:
         """Export the remaining patients; ``progress(1)`` after each. Returns the final state."""
@@ -141,19 +157,31 @@ class _Files:
 
 
 def _own_names() -> set[str]:
-    return {STATE, PLAN, f"{STATE}.tmp", f"{PLAN}.tmp"} | {f"{t}.ndjson" for t in export.RESOURCE_TYPES}
+    return {STATE, PLAN, LOCK, f"{STATE}.tmp", f"{PLAN}.tmp"} | {f"{t}.ndjson" for t in export.RESOURCE_TYPES}
+
+
+def _lock(out: Path):
+    """Make ``out`` (mode 700) when missing and take its export lock, held while the returned
+    file stays open: ``(file, whether the lock file was made now)``. ExportRefused when ``out``
+    is not a directory, holds another's files, or another export holds the lock."""
+    _refuse_others(out)  # before the lock file is made: a refused directory is left as it was
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made = not (out / LOCK).exists()
+    fd = os.open(out / LOCK, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ExportRefused(f"Another export is running into {out}; wait for it to end.") from None
+    return os.fdopen(fd, "w"), made
 
 
 def _resume(out: Path, provider_id) -> State | None:
     """The state of the export ``out`` holds, its files cut back to the state's lengths; None
     when ``out`` is missing or empty. ExportRefused when it holds anything else."""
-    if out.exists() and not out.is_dir():
-        raise ExportRefused(f"{out} is not a directory.")
-    names = {path.name for path in out.iterdir()} if out.exists() else set()
-    if names - _own_names():
-        raise ExportRefused(f"{out} holds files that are not this export's; give an empty or new directory.")
-    if STATE not in names and names <= {PLAN, f"{PLAN}.tmp", f"{STATE}.tmp"}:
-        for name in names:  # stopped while listing the patients: nothing was exported yet
+    names = _refuse_others(out)
+    if STATE not in names and names <= {PLAN, LOCK, f"{PLAN}.tmp", f"{STATE}.tmp"}:
+        for name in names - {LOCK}:  # stopped while listing the patients: nothing was exported yet
             (out / name).unlink()
         return None
     if STATE not in names or PLAN not in names:
@@ -168,7 +196,7 @@ def _resume(out: Path, provider_id) -> State | None:
     if missing:
         raise ExportRefused(f"{', '.join(sorted(missing))} of the export is missing; start over in a new directory.")
     os.chmod(out, 0o700)
-    for name in names - {STATE, PLAN}:
+    for name in names - {STATE, PLAN, LOCK}:
         path = out / name
         length = state.files.get(name, {"bytes": 0})["bytes"]
         if not name.endswith(".ndjson") or length == 0:
@@ -179,6 +207,17 @@ def _resume(out: Path, provider_id) -> State | None:
         else:
             os.truncate(path, length)
     return state
+
+
+def _refuse_others(out: Path) -> set[str]:
+    """The names in ``out`` (none when it is missing); ExportRefused when it is not a directory
+    or holds anything but an export's own files."""
+    if out.exists() and not out.is_dir():
+        raise ExportRefused(f"{out} is not a directory.")
+    names = {path.name for path in out.iterdir()} if out.exists() else set()
+    if names - _own_names():
+        raise ExportRefused(f"{out} holds files that are not this export's; give an empty or new directory.")
+    return names
 
 
 def _require_provider(db, provider_id) -> None:

@@ -168,3 +168,21 @@ def test_a_patient_deleted_after_the_export_started_is_skipped(app, client, pati
 
     assert result.exit_code == 0 and "exported 3 patient(s), skipped 1 deleted" in result.stdout
     assert str(gone) not in (out / "Patient.ndjson").read_text()
+
+
+def test_a_second_export_into_a_directory_in_use_is_refused_until_the_first_ends(app, patients, tmp_path):
+    out = tmp_path / "export"
+    db = app.extensions["clarity"].db
+    first = bulk_export.BulkExport.open(db, out)
+    try:
+        with pytest.raises(bulk_export.ExportRefused, match="Another export is running"):
+            bulk_export.BulkExport.open(db, out)
+        result = run_export(app, out)
+        assert result.exit_code != 0 and "Another export is running" in result.output
+        assert read_files(out) == {}
+    finally:
+        first.close()
+
+    result = run_export(app, out)
+    assert result.exit_code == 0, result.output
+    assert len(lines(read_files(out)["Patient.ndjson"])) == first.total
