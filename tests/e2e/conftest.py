@@ -67,6 +67,20 @@ def nginx(start_gunicorn):
         served.close()
 
 
+def gunicorn_workers(base: str) -> list[int]:
+    """The workers of the gunicorn serving ``base``: the processes started with its
+    CLARITY_BIND whose parent was too."""
+    bind = f"CLARITY_BIND={base.removeprefix('http://')}".encode()
+    found = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if bind in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                found[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
+        except OSError:
+            continue  # gone, or not ours to read
+    return [pid for pid, parent in found.items() if parent in found]
+
+
 def _serve(server, database, keys, tmp_path, extra):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARITY_") and k != "DATABASE_URL"}

@@ -20,7 +20,7 @@ import requests
 
 from clarity.security.chunks import CHUNK_BYTES
 from tests.conftest import patient_body
-from tests.e2e.conftest import E2E_PASSWORD
+from tests.e2e.conftest import E2E_PASSWORD, gunicorn_workers
 
 pytestmark = pytest.mark.slow
 
@@ -208,3 +208,56 @@ def _nginx_error_log(base) -> Path:
             if config.exists() and re.search(re.escape(listen), config.read_text()):
                 return Path(argv[argv.index("-e") + 1])
     raise AssertionError(f"no nginx found listening at {base}")
+
+
+def test_a_worker_killed_mid_upload_stores_nothing(start_gunicorn, provider_email, server, database):
+    """The server stopped mid-request: the upload's one transaction dies with its worker, so
+    nothing of the document is kept, and a new worker serves the next request."""
+    served = start_gunicorn(WEB_CONCURRENCY="1", CLARITY_RATE_LIMIT_ENABLED="0")
+    base = next(served)
+    try:
+        headers = sign_in(base, provider_email)
+        patient_id = new_patient(base, headers)
+        (worker,) = gunicorn_workers(base)
+        data, half_sent, killed = pdf(8 * MiB), threading.Event(), threading.Event()
+
+        def body():  # chunked: the worker reads, enciphers and writes as the pieces arrive
+            for i in range(0, len(data), 256 * 1024):
+                if i == 4 * MiB:
+                    half_sent.set()
+                    killed.wait(30)
+                yield data[i:i + 256 * 1024]
+
+        def kill_when_half_sent():
+            half_sent.wait(30)
+            with psycopg.connect(server.url(database), autocommit=True) as owner:
+                deadline = time.monotonic() + 10
+                while not owner.execute("SELECT 1 FROM pg_stat_activity WHERE datname = %s AND state = "
+                                        "'idle in transaction' AND query LIKE %s",
+                                        (database, "%document_chunks%")).fetchall():
+                    assert time.monotonic() < deadline, "the upload never began writing chunks"
+                    time.sleep(0.05)
+            os.kill(worker, 9)
+            killed.set()
+
+        killer = threading.Thread(target=kill_when_half_sent)
+        killer.start()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            upload(base, headers, patient_id, body())
+        killer.join()
+
+        with psycopg.connect(server.url(database), autocommit=True) as owner:
+            deadline = time.monotonic() + 10
+            while owner.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state LIKE "
+                                "'idle in transaction%%'", (database,)).fetchone()[0]:
+                assert time.monotonic() < deadline, "the dead worker's transaction stayed open"
+                time.sleep(0.05)
+            assert owner.execute("SELECT count(*) FROM documents WHERE patient_id = %s", (patient_id,)).fetchone() == (0,)
+            assert owner.execute("SELECT count(*) FROM document_chunks").fetchone() == (0,)
+        deadline = time.monotonic() + 30
+        while requests.get(f"{base}/api/v1/patients/{patient_id}/documents", headers=headers,
+                           timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "no worker came back"
+            time.sleep(0.2)
+    finally:
+        served.close()

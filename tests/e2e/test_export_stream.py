@@ -3,9 +3,7 @@ million with ``make soak-export``) arrive line by line while the worker's memory
 and a failure mid-stream cuts the connection and leaves no PHI in the log."""
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,7 +13,7 @@ from bench.export_soak import copy_readings, memory_kib, reset_peak, stream_expo
 from clarity import localnginx
 from clarity.localpg import free_port
 from tests.conftest import patient_body
-from tests.e2e.conftest import E2E_PASSWORD
+from tests.e2e.conftest import E2E_PASSWORD, gunicorn_workers
 
 pytestmark = pytest.mark.slow
 
@@ -42,20 +40,6 @@ def serve_patient(start_gunicorn, server, database, provider_email, **env):
         yield base, token, patient
     finally:
         served.close()
-
-
-def gunicorn_workers(base: str) -> list[int]:
-    """The workers of the gunicorn serving ``base``: the processes started with its
-    CLARITY_BIND whose parent was too."""
-    bind = f"CLARITY_BIND={base.removeprefix('http://')}".encode()
-    found = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if bind in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                found[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
-        except OSError:
-            continue  # gone, or not ours to read
-    return [pid for pid, parent in found.items() if parent in found]
 
 
 def test_fifty_thousand_readings_stream_with_the_workers_memory_flat(served):
