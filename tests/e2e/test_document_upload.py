@@ -210,9 +210,11 @@ def _nginx_error_log(base) -> Path:
     raise AssertionError(f"no nginx found listening at {base}")
 
 
-def test_a_worker_killed_mid_upload_stores_nothing(start_gunicorn, provider_email, server, database):
+def test_a_worker_killed_mid_upload_stores_nothing_and_its_retry_is_done_once(start_gunicorn, provider_email,
+                                                                              server, database):
     """The server stopped mid-request: the upload's one transaction dies with its worker, so
-    nothing of the document is kept, and a new worker serves the next request."""
+    nothing of the document is kept (nor its Idempotency-Key), a new worker serves the next
+    request, and the retry with the same key stores the document once."""
     served = start_gunicorn(WEB_CONCURRENCY="1", CLARITY_RATE_LIMIT_ENABLED="0")
     base = next(served)
     try:
@@ -242,8 +244,9 @@ def test_a_worker_killed_mid_upload_stores_nothing(start_gunicorn, provider_emai
 
         killer = threading.Thread(target=kill_when_half_sent)
         killer.start()
+        keyed = {**headers, "Idempotency-Key": '"upload-after-a-crash"'}
         with pytest.raises(requests.exceptions.ConnectionError):
-            upload(base, headers, patient_id, body())
+            upload(base, keyed, patient_id, body())
         killer.join()
 
         with psycopg.connect(server.url(database), autocommit=True) as owner:
@@ -259,5 +262,12 @@ def test_a_worker_killed_mid_upload_stores_nothing(start_gunicorn, provider_emai
                            timeout=10).status_code != 200:
             assert time.monotonic() < deadline, "no worker came back"
             time.sleep(0.2)
+
+        retried, replayed = upload(base, keyed, patient_id, data), upload(base, keyed, patient_id, data)
+        assert retried.status_code == replayed.status_code == 201, retried.text
+        assert "Idempotent-Replayed" not in retried.headers and replayed.headers["Idempotent-Replayed"] == "true"
+        assert replayed.content == retried.content
+        with psycopg.connect(server.url(database), autocommit=True) as owner:
+            assert owner.execute("SELECT count(*) FROM documents WHERE patient_id = %s", (patient_id,)).fetchone() == (1,)
     finally:
         served.close()
