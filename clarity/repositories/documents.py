@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import uuid
 from collections.abc import Iterable, Iterator
 
@@ -69,7 +70,7 @@ class DocumentRepository:
     def get(self, document_id, actor) -> Document | None:
         """The live document if the actor sees its live patient (with ``provider_id``); else None."""
         row = self.q.get_document.one(self.conn, {"id": document_id, **actor.scope()}, dict_row)
-        return None if row is None else self._from_row(row)
+        return None if row is None else document_from_row(self.keyring, row)
 
     def list(self, patient_id, *, before=None, limit=50) -> list[Document]:
         """A keyset page of the patient's live documents, newest first, before the position
@@ -78,7 +79,7 @@ class DocumentRepository:
         rows = self.q.list_documents.all(self.conn, {
             "patient_id": patient_id, "before_created_at": before_created_at, "before_id": before_id,
             "limit": limit}, dict_row)
-        return [self._from_row(row) for row in rows]
+        return [document_from_row(self.keyring, row) for row in rows]
 
     def delete(self, document_id, version: int, actor) -> bool:
         """Soft-delete when ``version`` matches, and purge the content; False when it does not."""
@@ -165,17 +166,20 @@ class DocumentRepository:
     def _seal(self, document_id, meta: dict) -> bytes:
         return self.keyring.encrypt(TABLE, META_COLUMN, document_id, meta)[0]
 
-    def _from_row(self, row) -> Document:
-        meta = self.keyring.decrypt(TABLE, META_COLUMN, row["id"], row["meta"], row["key_id"])
-        return Document(id=row["id"], patient_id=row["patient_id"], title=meta["title"], filename=meta["filename"],
-                        content_type=row["content_type"], size_bytes=row["size_bytes"], sha256=meta["sha256"],
-                        author_id=row["author_id"], created_at=row["created_at"], version=row["version"],
-                        provider_id=row.get("provider_id"))
+
+def document_from_row(keyring, row) -> Document:
+    """A documents row (a dict) as a Document, its envelope opened (``provider_id`` when the
+    row has it)."""
+    meta = keyring.decrypt(TABLE, META_COLUMN, row["id"], row["meta"], row["key_id"])
+    return Document(id=row["id"], patient_id=row["patient_id"], title=meta["title"], filename=meta["filename"],
+                    content_type=row["content_type"], size_bytes=row["size_bytes"], sha256=meta["sha256"],
+                    author_id=row["author_id"], created_at=row["created_at"], version=row["version"],
+                    provider_id=row.get("provider_id"))
 
 
 def _packed(sealed: list[bytes]) -> dict:
     """Sealed chunks as one bytea parameter (sent in binary) with each one's first byte (from 1)
     and length, for the statements that cut them apart (sql/documents.sql)."""
     lengths = [len(chunk) for chunk in sealed]
-    first_bytes = [1 + sum(lengths[:n]) for n in range(len(lengths))]
+    first_bytes = list(itertools.accumulate(lengths, initial=1))[:-1]
     return {"packed": b"".join(sealed), "first_bytes": first_bytes, "lengths": lengths}

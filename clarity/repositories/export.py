@@ -13,7 +13,7 @@ from psycopg.rows import class_row, dict_row
 
 from clarity.repositories.alerts import Alert
 from clarity.repositories.appointments import Appointment
-from clarity.repositories.documents import META_COLUMN, TABLE as DOCUMENTS, Document
+from clarity.repositories.documents import Document, document_from_row
 from clarity.repositories.records import BODY_COLUMN, TABLE as RECORDS
 
 ITERSIZE = 1000
@@ -84,11 +84,7 @@ class ExportRepository:
     def documents(self, patient_id) -> Iterator[Document]:
         """The patient's live documents (metadata only), in upload order."""
         rows = self.q.list_export_documents.stream(self.conn, {"patient_id": patient_id}, dict_row, self.itersize)
-        for row in rows:
-            meta = self.keyring.decrypt(DOCUMENTS, META_COLUMN, row["id"], row["meta"], row["key_id"])
-            yield Document(id=row["id"], patient_id=row["patient_id"], title=meta["title"], filename=meta["filename"],
-                           content_type=row["content_type"], size_bytes=row["size_bytes"], sha256=meta["sha256"],
-                           author_id=row["author_id"], created_at=row["created_at"], version=row["version"])
+        return (document_from_row(self.keyring, row) for row in rows)
 
     def patient_ids(self, provider_id=None) -> Iterator[uuid.UUID]:
         """The ids of the live patients, all or ``provider_id``'s, in creation order."""
